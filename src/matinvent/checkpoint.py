@@ -1,0 +1,76 @@
+"""Prior checkpoints: a folder with ``model.safetensors`` and the ``config.json`` that rebuilds it.
+
+``config.json`` holds the denoiser and diffusion configs, the atom-count histogram and free-form
+training information. Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from matinvent.config import ConfigError, from_dict
+from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
+from matinvent.denoiser import DenoiserConfig
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+DEFAULT_PRIOR = "mp20_small"
+
+
+def default_checkpoint_path() -> Path:
+    """The prior bundled inside the package."""
+    return Path(str(resources.files("matinvent") / "checkpoints" / DEFAULT_PRIOR))
+
+
+def save_prior(model: CrystalDiffusion, directory: str | Path, info: dict[str, Any] | None = None) -> Path:
+    """Write weights + config to ``directory`` (created); returns the folder."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    config = {
+        "format": "matinvent-prior/1",
+        "denoiser": model.denoiser_config.__dict__,
+        "diffusion": model.config.__dict__,
+        "natoms_prob": model.natoms_prob.tolist(),
+        "info": info or {},
+    }
+    tmp = directory / (WEIGHTS + ".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(directory / WEIGHTS)
+    (directory / CONFIG).write_text(json.dumps(config, indent=2))
+    return directory
+
+
+def load_prior(directory: str | Path | None = None, device: str | torch.device = "cpu") -> CrystalDiffusion:
+    """Rebuild a prior from a checkpoint folder (default: the bundled one)."""
+    directory = Path(directory) if directory is not None else default_checkpoint_path()
+    cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
+    if not cfg_path.exists() or not w_path.exists():
+        raise FileNotFoundError(f"{directory} is not a matinvent checkpoint (needs {CONFIG} and {WEIGHTS})")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{cfg_path}: not valid JSON: {exc}") from exc
+    for key in ("denoiser", "diffusion"):
+        if key not in config:
+            raise ConfigError(f"{cfg_path}: missing key '{key}'")
+    model = CrystalDiffusion(
+        from_dict(DenoiserConfig, config["denoiser"], "denoiser."),
+        from_dict(DiffusionConfig, config["diffusion"], "diffusion."),
+    )
+    state = load_file(str(w_path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"{w_path}: weights do not match config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(device).eval()
+
+
+def checkpoint_info(directory: str | Path | None = None) -> dict[str, Any]:
+    directory = Path(directory) if directory is not None else default_checkpoint_path()
+    return json.loads((directory / CONFIG).read_text()).get("info", {})

@@ -1,0 +1,293 @@
+"""Joint diffusion over crystals M = (A, F, L): the prior model, its loss, sampler and likelihoods.
+
+- L: DDPM with a cosine β schedule. The lattice is diffused in a per-atom scaled frame
+  L̃ = L / N^(1/3) (``scale_lattice``), so cells of all sizes share one noise scale.
+- A: DDPM on the one-hot atom types (n_types classes, type = argmax at the end).
+- F: wrapped-normal score matching with a geometric σ schedule, sampled with a
+  predictor–corrector scheme (Langevin corrector, reverse-SDE predictor; DiffCSP).
+
+One reverse step M_t → M_{t_prev} is two Gaussian sub-steps:
+
+1. corrector:  F_mid ~ N_W(F_t + δ_t ŝ(M_t), 2δ_t),           δ_t = step_lr (σ_t/σ_1)²
+2. predictor:  F_{t_prev} ~ N_W(F_mid + (σ_t² − σ_prev²) ŝ(M_mid), σ_prev²(σ_t² − σ_prev²)/σ_t²),
+               L_{t_prev}, A_{t_prev} ~ N(DDPM mean from ε̂(M_mid), posterior std),
+   with M_mid = (A_t, F_mid, L_t) and both network calls at time t.
+
+So log p_θ(M_{t_prev} | M_t) (with F_mid as part of the action) and the KL between two models on
+the same state are sums of analytic Gaussian terms: ``transition_log_prob`` and ``transition_kl``.
+Sub-steps with zero standard deviation (the last step to t = 0) are deterministic and add nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as Fn
+
+from matinvent.batch import CrystalBatch, batch_index, scatter_sum
+from matinvent.denoiser import CSPDenoiser, DenoiserConfig
+from matinvent.diffusion import (
+    CosineBetaSchedule,
+    GeometricSigmaSchedule,
+    gaussian_kl_same_std,
+    gaussian_log_prob,
+    respaced_timesteps,
+    wrap,
+    wrap_centered,
+    wrapped_normal_log_prob,
+    wrapped_normal_score,
+    wrapped_normal_score_norm,
+)
+
+
+@dataclass
+class DiffusionConfig:
+    """Schedules, loss weights and sampler settings of the crystal diffusion."""
+
+    timesteps: int = 1000
+    sigma_begin: float = 0.005
+    sigma_end: float = 0.5
+    cost_lattice: float = 1.0
+    cost_coord: float = 1.0
+    cost_type: float = 20.0
+    step_lr: float = 1e-5
+    scale_lattice: bool = True
+    max_atoms: int = 20
+
+
+@dataclass
+class Transition:
+    """One sampled reverse step t → t_prev for a batch, with its transition parameters.
+
+    State at t: A (N, K), F (N, 3), L (B, 3, 3) (diffusion frame). Action: F_mid, then
+    (A_next, F_next, L_next). ``params`` holds the means and standard deviations used.
+    """
+
+    t: int
+    t_prev: int
+    A: torch.Tensor
+    F: torch.Tensor
+    L: torch.Tensor
+    F_mid: torch.Tensor
+    A_next: torch.Tensor
+    F_next: torch.Tensor
+    L_next: torch.Tensor
+    params: TransitionParams
+
+
+@dataclass
+class TransitionParams:
+    """Means/stds of the corrector (F) and predictor (F, L, A) sub-steps; stds are scalars."""
+
+    mean_F_corr: torch.Tensor
+    std_F_corr: float
+    mean_F: torch.Tensor
+    std_F: float
+    mean_L: torch.Tensor
+    std_L: float
+    mean_A: torch.Tensor
+    std_A: float
+
+
+@dataclass
+class Trajectory:
+    """A batch of sampled crystals with every reverse step that produced them."""
+
+    num_atoms: torch.Tensor
+    batch: torch.Tensor
+    transitions: list[Transition] = field(default_factory=list)
+    final: CrystalBatch | None = None
+
+
+class CrystalDiffusion(nn.Module):
+    """The prior: a denoiser plus the schedules that turn it into a generative model."""
+
+    def __init__(self, denoiser_config: DenoiserConfig, diffusion_config: DiffusionConfig) -> None:
+        super().__init__()
+        self.denoiser_config = denoiser_config
+        self.config = diffusion_config
+        self.denoiser = CSPDenoiser(denoiser_config)
+        T = diffusion_config.timesteps
+        self.beta = CosineBetaSchedule(T)
+        self.sigma = GeometricSigmaSchedule(T, diffusion_config.sigma_begin, diffusion_config.sigma_end)
+        self.register_buffer("sigma_norm", wrapped_normal_score_norm(self.sigma.sigmas[1:]))
+        self.register_buffer("natoms_prob", torch.ones(diffusion_config.max_atoms + 1, dtype=torch.float64))
+        self.natoms_prob[0] = 0.0
+
+    @property
+    def n_types(self) -> int:
+        return self.denoiser_config.n_types
+
+    # --- frames --------------------------------------------------------------------------
+    def _lattice_scale(self, num_atoms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if not self.config.scale_lattice:
+            return torch.ones(len(num_atoms), 1, 1, dtype=dtype, device=num_atoms.device)
+        return num_atoms.to(dtype).pow(1.0 / 3.0).view(-1, 1, 1)
+
+    def set_natoms_histogram(self, counts: torch.Tensor) -> None:
+        """Store the training-set distribution of atom counts (index = N)."""
+        prob = torch.zeros(self.config.max_atoms + 1, dtype=torch.float64)
+        counts = torch.as_tensor(counts, dtype=torch.float64)[: self.config.max_atoms + 1]
+        prob[: len(counts)] = counts
+        prob[0] = 0.0
+        if prob.sum() <= 0:
+            raise ValueError("atom-count histogram is empty")
+        self.natoms_prob.copy_(prob / prob.sum())
+
+    def _score(self, F_out: torch.Tensor, t: int) -> torch.Tensor:
+        """Network output (normalised score) → score estimate at time t."""
+        return F_out * self.sigma_norm[t - 1].to(F_out.dtype).sqrt()
+
+    def _denoise(self, A, F, L, t: int, batch, num_atoms):
+        tt = torch.full((L.shape[0],), t, device=L.device, dtype=torch.long)
+        return self.denoiser(A, F, L, tt, batch, num_atoms)
+
+    # --- training ------------------------------------------------------------------------
+    def loss(self, crystals: CrystalBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Eq. (5) + (8) + (11): ε-MSE on L and A, λ_t-normalised score matching on F."""
+        dev, dtype = crystals.L.device, crystals.L.dtype
+        B = crystals.num_graphs
+        T = self.config.timesteps
+
+        def randn(*shape):
+            return torch.randn(*shape, generator=generator, dtype=dtype).to(dev)
+
+        t = torch.randint(1, T + 1, (B,), generator=generator).to(dev)
+        t_atom = t[crystals.batch]
+        L0 = crystals.L / self._lattice_scale(crystals.num_atoms, dtype)
+        eps_L = randn(B, 3, 3)
+        L_t = self.beta.add_noise(L0, eps_L, t.view(-1, 1, 1))
+        A0 = Fn.one_hot(crystals.Z - 1, self.n_types).to(dtype)
+        eps_A = randn(*A0.shape)
+        A_t = self.beta.add_noise(A0, eps_A, t_atom.view(-1, 1))
+        sig = self.sigma.sigmas.to(dev, dtype)[t_atom].view(-1, 1)
+        F_t = wrap(crystals.F + sig * randn(*crystals.F.shape))
+        target_F = wrapped_normal_score(F_t, crystals.F, sig) / self.sigma_norm.to(dtype)[t_atom - 1].sqrt().view(-1, 1)
+        tt = t
+        eps_L_hat, s_F_hat, eps_A_hat = self.denoiser(A_t, F_t, L_t, tt, crystals.batch, crystals.num_atoms)
+        loss_L = Fn.mse_loss(eps_L_hat, eps_L)
+        loss_F = Fn.mse_loss(s_F_hat, target_F)
+        loss_A = Fn.mse_loss(eps_A_hat, eps_A)
+        c = self.config
+        total = c.cost_lattice * loss_L + c.cost_coord * loss_F + c.cost_type * loss_A
+        return {"loss": total, "loss_lattice": loss_L, "loss_coord": loss_F, "loss_type": loss_A}
+
+    # --- reverse process -----------------------------------------------------------------
+    def corrector_params(self, A, F, L, t: int, batch, num_atoms) -> tuple[torch.Tensor, float]:
+        """Langevin corrector at noise level σ_t: mean and std of F_mid."""
+        sig_t = float(self.sigma.sigmas[t])
+        step = self.config.step_lr * (sig_t / self.config.sigma_begin) ** 2
+        _, F_out, _ = self._denoise(A, F, L, t, batch, num_atoms)
+        return F + step * self._score(F_out, t), (2.0 * step) ** 0.5
+
+    def predictor_params(self, A, F_mid, L, t: int, t_prev: int, batch, num_atoms):
+        """Reverse-SDE predictor on F and ancestral DDPM steps on L and A, from M_mid at time t."""
+        eps_L, F_out, eps_A = self._denoise(A, F_mid, L, t, batch, num_atoms)
+        sig_t = float(self.sigma.sigmas[t])
+        sig_prev = float(self.sigma.sigmas[t_prev])
+        step = sig_t**2 - sig_prev**2
+        std_F = (sig_prev**2 * step / sig_t**2) ** 0.5
+        ddpm = self.beta.step(t, t_prev)
+        return (F_mid + step * self._score(F_out, t), std_F, ddpm.mean(L, eps_L), ddpm.std, ddpm.mean(A, eps_A), ddpm.std)
+
+    def transition_params(self, tr: Transition, batch, num_atoms) -> TransitionParams:
+        """Recompute a stored transition's means/stds under this model (differentiable)."""
+        mean_c, std_c = self.corrector_params(tr.A, tr.F, tr.L, tr.t, batch, num_atoms)
+        return TransitionParams(mean_c, std_c, *self.predictor_params(tr.A, tr.F_mid, tr.L, tr.t, tr.t_prev, batch, num_atoms))
+
+    def sample_num_atoms(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.multinomial(self.natoms_prob.float().cpu(), n, replacement=True, generator=generator)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        num_atoms: torch.Tensor | None = None,
+        return_trajectory: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> Trajectory:
+        """Draw ``n`` crystals. ``steps`` < T respaces the sampler; noise comes from ``generator``.
+
+        With ``return_trajectory`` every ``Transition`` is kept (states, actions, parameters).
+        ``progress`` is called with 1 after each reverse step.
+        """
+        dev = self.sigma_norm.device
+        dtype = next(self.parameters()).dtype
+        if num_atoms is None:
+            num_atoms = self.sample_num_atoms(n, generator)
+        num_atoms = num_atoms.to(dev)
+        batch = batch_index(num_atoms)
+        N = int(num_atoms.sum())
+
+        def randn(*shape):
+            return torch.randn(*shape, generator=generator, dtype=dtype).to(dev)
+
+        L = randn(n, 3, 3)
+        A = randn(N, self.n_types)
+        F = torch.rand(N, 3, generator=generator, dtype=dtype).to(dev)
+        traj = Trajectory(num_atoms=num_atoms, batch=batch)
+        ts = respaced_timesteps(self.config.timesteps, steps)
+        for i, t in enumerate(ts):
+            t_prev = ts[i + 1] if i + 1 < len(ts) else 0
+            mean_c, std_c = self.corrector_params(A, F, L, t, batch, num_atoms)
+            F_mid = wrap(mean_c + std_c * randn(N, 3))
+            mean_F, std_F, mean_L, std_L, mean_A, std_A = self.predictor_params(A, F_mid, L, t, t_prev, batch, num_atoms)
+            F_next = wrap(mean_F + std_F * randn(N, 3))
+            L_next = mean_L + std_L * randn(n, 3, 3)
+            A_next = mean_A + std_A * randn(N, self.n_types)
+            if return_trajectory:
+                params = TransitionParams(mean_c, std_c, mean_F, std_F, mean_L, std_L, mean_A, std_A)
+                traj.transitions.append(Transition(t, t_prev, A, F, L, F_mid, A_next, F_next, L_next, params))
+            A, F, L = A_next, F_next, L_next
+            if progress is not None:
+                progress(1)
+        Z = A.argmax(dim=-1) + 1
+        L_out = L * self._lattice_scale(num_atoms, dtype)
+        traj.final = CrystalBatch(Z=Z, F=F, L=L_out, batch=batch, num_atoms=num_atoms)
+        return traj
+
+
+def _per_crystal(x: torch.Tensor, batch: torch.Tensor, B: int) -> torch.Tensor:
+    return scatter_sum(x.flatten(1).sum(-1), batch, B)
+
+
+def transition_log_prob(model: CrystalDiffusion, tr: Transition, batch: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
+    """(B,) log p_θ(F_mid, M_{t_prev} | M_t) of the stored action under ``model`` (differentiable)."""
+    p = model.transition_params(tr, batch, num_atoms)
+    B = tr.L.shape[0]
+    lp = _per_crystal(wrapped_normal_log_prob(tr.F_mid, p.mean_F_corr, p.std_F_corr), batch, B)
+    if p.std_F > 0:
+        lp = lp + _per_crystal(wrapped_normal_log_prob(tr.F_next, p.mean_F, p.std_F), batch, B)
+    if p.std_L > 0:
+        lp = lp + gaussian_log_prob(tr.L_next, p.mean_L, p.std_L).flatten(1).sum(-1)
+    if p.std_A > 0:
+        lp = lp + _per_crystal(gaussian_log_prob(tr.A_next, p.mean_A, p.std_A), batch, B)
+    return lp
+
+
+def transition_kl(
+    model: CrystalDiffusion, prior: CrystalDiffusion, tr: Transition, batch: torch.Tensor, num_atoms: torch.Tensor
+) -> torch.Tensor:
+    """(B,) KL(p_model(·|M_t) ‖ p_prior(·|M_t)) summed over the stochastic sub-steps of ``tr``.
+
+    Both sub-steps are evaluated on the stored states (M_t and M_mid). For F the two means are
+    compared through their periodic difference wrapped into [−½, ½).
+    """
+    p = model.transition_params(tr, batch, num_atoms)
+    with torch.no_grad():
+        q = prior.transition_params(tr, batch, num_atoms)
+    B = tr.L.shape[0]
+    zero = torch.zeros_like(p.mean_F)
+    kl = _per_crystal(gaussian_kl_same_std(wrap_centered(p.mean_F_corr - q.mean_F_corr), zero, p.std_F_corr), batch, B)
+    if p.std_F > 0:
+        kl = kl + _per_crystal(gaussian_kl_same_std(wrap_centered(p.mean_F - q.mean_F), zero, p.std_F), batch, B)
+    if p.std_L > 0:
+        kl = kl + gaussian_kl_same_std(p.mean_L, q.mean_L, p.std_L).flatten(1).sum(-1)
+    if p.std_A > 0:
+        kl = kl + _per_crystal(gaussian_kl_same_std(p.mean_A, q.mean_A, p.std_A), batch, B)
+    return kl
