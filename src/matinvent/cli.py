@@ -22,6 +22,44 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from matinvent.checkpoint import default_checkpoint_path, load_prior
+    from matinvent.sampling import sample_crystals, write_samples
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ckpt = args.checkpoint or default_checkpoint_path()
+    model = load_prior(ckpt, device=args.device)
+    crystals = sample_crystals(model, args.n, seed=args.seed, steps=args.steps, batch_size=args.batch_size)
+    meta = {"checkpoint": str(ckpt), "seed": args.seed, "steps": args.steps or model.config.timesteps}
+    write_samples(crystals, args.out, meta)
+    n_ok = sum(c is not None for c in crystals)
+    print(f"wrote {n_ok} CIF files and samples.extxyz to {args.out} ({len(crystals) - n_ok} degenerate samples)")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from matinvent.datasets import read_cdvae_csv
+    from matinvent.evaluate import evaluate_crystals, load_sample_dir
+
+    crystals = load_sample_dir(args.dir)
+    reference = None
+    if args.reference:
+        reference = read_cdvae_csv(args.reference, limit=args.reference_limit).crystals
+    ev = evaluate_crystals(crystals, reference, progress=True)
+    print(ev.table())
+    out = Path(args.dir) / "evaluation.json"
+    out.write_text(json.dumps({**asdict(ev), "reference": args.reference}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="matinvent", description="Goal-directed crystal design with RL-tuned diffusion.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -35,12 +73,36 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, help="overrides train.seed")
     q.add_argument("--max-steps", type=int, help="overrides train.max_steps")
     q.set_defaults(func=_cmd_pretrain)
+
+    q = sub.add_parser("sample", help="draw crystals from a prior: DIR/000000.cif ... and DIR/samples.extxyz")
+    q.add_argument("--n", type=int, required=True, help="number of crystals")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--checkpoint", help="prior checkpoint folder (default: the bundled one)")
+    q.add_argument("--steps", type=int, help="respaced sampler with this many steps (default: all T)")
+    q.add_argument("--batch-size", type=int, default=256, help="crystals denoised together")
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    q.set_defaults(func=_cmd_sample)
+
+    q = sub.add_parser("evaluate", help="validity, uniqueness, novelty and property distances of a sample folder")
+    q.add_argument("dir", help="folder of CIF files written by 'matinvent sample'")
+    q.add_argument("--reference", help="CDVAE-style CSV for novelty and Wasserstein distances")
+    q.add_argument("--reference-limit", type=int, help="use only the first rows of the reference CSV")
+    q.set_defaults(func=_cmd_evaluate)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from matinvent.config import ConfigError
+    from matinvent.crystal import CrystalError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ConfigError, CrystalError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"matinvent {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""Shared fixtures: fixture files, tiny seeded models and a few textbook crystals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
+from matinvent.denoiser import DenoiserConfig
+
+DATA_DIR = Path(__file__).parent / "data"
+
+TINY_DENOISER = {"hidden": 32, "layers": 2, "n_freq": 4, "time_dim": 16}
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA_DIR
+
+
+@pytest.fixture
+def make_model():
+    """Factory for a tiny seeded ``CrystalDiffusion`` (float64 by default) with a random atom-count histogram."""
+
+    def factory(
+        timesteps: int = 20,
+        seed: int = 0,
+        max_atoms: int = 8,
+        dtype: torch.dtype = torch.float64,
+        **denoiser_overrides,
+    ) -> CrystalDiffusion:
+        torch.manual_seed(seed)
+        model = CrystalDiffusion(
+            DenoiserConfig(**{**TINY_DENOISER, **denoiser_overrides}),
+            DiffusionConfig(timesteps=timesteps, max_atoms=max_atoms),
+        ).to(dtype)
+        gen = torch.Generator().manual_seed(seed + 1)
+        counts = torch.rand(max_atoms + 1, generator=gen, dtype=torch.float64)
+        counts[:2] = 0.0  # at least 2 atoms per crystal
+        model.set_natoms_histogram(counts)
+        return model.eval()
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def si_diamond():
+    from pymatgen.core import Lattice, Structure
+
+    return Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0.0, 0.0, 0.0]])
+
+
+@pytest.fixture(scope="session")
+def nacl_rocksalt():
+    from pymatgen.core import Lattice, Structure
+
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
+
+
+@pytest.fixture(scope="session")
+def srtio3_perovskite():
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(
+        Lattice.cubic(3.905),
+        ["Sr", "Ti", "O", "O", "O"],
+        [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5]],
+    )
+
+
+@pytest.fixture(scope="session")
+def structures(si_diamond, nacl_rocksalt, srtio3_perovskite):
+    return [si_diamond, nacl_rocksalt, srtio3_perovskite]
+
