@@ -15,6 +15,15 @@ DATA_DIR = Path(__file__).parent / "data"
 TINY_DENOISER = {"hidden": 32, "layers": 2, "n_freq": 4, "time_dim": 16}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _single_thread_torch():
+    """Tiny models run far faster on one thread, and do not fight other processes for cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA_DIR

@@ -53,6 +53,7 @@ def random_orthogonal(gen: torch.Generator, reflection: bool, dtype=torch.float6
     return q
 
 
+@torch.no_grad()
 def _close(actual: torch.Tensor, expected: torch.Tensor, what: str, atol: float) -> None:
     err = float((actual - expected).abs().max())
     scale = float(expected.abs().max())
@@ -69,10 +70,13 @@ def check_lattice_transform(model, x: DenoiserInput, R: torch.Tensor, atol: floa
     _close(eps_A2, eps_A, "eps_A invariance under L -> L R^T", atol)
 
 
-def check_shift(model, x: DenoiserInput, shift: torch.Tensor, atol: float = 1e-10) -> None:
-    """F -> (F + shift[batch]) mod 1 with one shift (B, 3) per crystal: all outputs unchanged."""
+def check_shift(model, x: DenoiserInput, shift: torch.Tensor, atol: float = 1e-10, per_atom: bool = False) -> None:
+    """F -> (F + shift[batch]) mod 1 with one shift (B, 3) per crystal: all outputs unchanged.
+
+    ``per_atom=True`` takes ``shift`` (N, 3) as is (not a symmetry: for testing this check).
+    """
     out = model(*x.args())
-    out2 = model(*replace(x, F=torch.remainder(x.F + shift[x.batch], 1.0)).args())
+    out2 = model(*replace(x, F=torch.remainder(x.F + (shift if per_atom else shift[x.batch]), 1.0)).args())
     for name, a, b in zip(("eps_L", "s_F", "eps_A"), out2, out, strict=True):
         _close(a, b, f"{name} invariance under a common fractional shift", atol)
 

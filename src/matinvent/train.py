@@ -164,4 +164,37 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, res
         if step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps:
             save(final=step == cfg.train.max_steps)
     bar.close()
+    plot_history(out / "history.csv", out / "checkpoint" / "training_curve.png")
     return out / "checkpoint"
+
+
+def plot_history(history_csv: str | Path, png: str | Path) -> bool:
+    """Training/validation loss curves as a PNG; returns False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    with open(history_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return False
+    step = [int(r["step"]) for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    axes[0].plot(step, [float(r["train_loss"]) for r in rows], label="train (running)")
+    axes[0].plot(step, [float(r["val_loss"]) for r in rows], label="validation (EMA weights)")
+    axes[0].set_yscale("log")
+    axes[0].set_title("total loss")
+    for key in ("val_lattice", "val_coord", "val_type"):
+        axes[1].plot(step, [float(r[key]) for r in rows], label=key.removeprefix("val_"))
+    axes[1].set_yscale("log")
+    axes[1].set_title("validation loss terms (unweighted)")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return True
