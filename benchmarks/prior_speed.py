@@ -40,8 +40,15 @@ def _sampling(checkpoint: str | None, threads: int, n: int, steps: int | None) -
     traj = model.sample(n, generator=gen, steps=steps)
     dt = time.perf_counter() - t0
     n_steps = steps or model.config.timesteps
-    return {"crystals": n, "steps": n_steps, "seconds": dt, "crystals_per_s": n / dt,
-            "mean_atoms": float(traj.num_atoms.float().mean()), "peak_rss_mib": _peak_mib(), "rss_before_mib": base}
+    return {
+        "crystals": n,
+        "steps": n_steps,
+        "seconds": dt,
+        "crystals_per_s": n / dt,
+        "mean_atoms": float(traj.num_atoms.float().mean()),
+        "peak_rss_mib": _peak_mib(),
+        "rss_before_mib": base,
+    }
 
 
 def _train_step(checkpoint: str | None, threads: int, batch_size: int, repeats: int) -> dict:
@@ -67,8 +74,13 @@ def _train_step(checkpoint: str | None, threads: int, batch_size: int, repeats: 
         if i >= 2:
             times.append(time.perf_counter() - t0)
     times.sort()
-    return {"batch_size": batch_size, "median_s": times[len(times) // 2], "min_s": times[0],
-            "mean_atoms": float(batch.num_atoms.float().mean()), "peak_rss_mib": _peak_mib()}
+    return {
+        "batch_size": batch_size,
+        "median_s": times[len(times) // 2],
+        "min_s": times[0],
+        "mean_atoms": float(batch.num_atoms.float().mean()),
+        "peak_rss_mib": _peak_mib(),
+    }
 
 
 def _run(fn, *args) -> dict:
@@ -109,8 +121,13 @@ def main() -> None:
         print(f"{name:<32} {res:>22} {r['peak_rss_mib']:>15.0f}")
 
     out = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": mp.cpu_count(),
-                    "threads": args.threads, "torch": torch.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": mp.cpu_count(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+        },
         "checkpoint": args.checkpoint or str(default_checkpoint_path()),
         "checkpoint_info": checkpoint_info(args.checkpoint),
         "sample_full": full,

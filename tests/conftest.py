@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,15 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+_MODEL_CACHE: dict = {}
+
+
 @pytest.fixture
 def make_model():
-    """Factory for a tiny seeded ``CrystalDiffusion`` (float64 by default) with a random atom-count histogram."""
+    """Factory for a tiny seeded ``CrystalDiffusion`` (float64 by default) with a random atom-count histogram.
+
+    Each call returns a fresh copy (built once per argument set), so tests may modify it freely.
+    """
 
     def factory(
         timesteps: int = 20,
@@ -40,16 +47,21 @@ def make_model():
         dtype: torch.dtype = torch.float64,
         **denoiser_overrides,
     ) -> CrystalDiffusion:
-        torch.manual_seed(seed)
-        model = CrystalDiffusion(
-            DenoiserConfig(**{**TINY_DENOISER, **denoiser_overrides}),
-            DiffusionConfig(timesteps=timesteps, max_atoms=max_atoms),
-        ).to(dtype)
-        gen = torch.Generator().manual_seed(seed + 1)
-        counts = torch.rand(max_atoms + 1, generator=gen, dtype=torch.float64)
-        counts[:2] = 0.0  # at least 2 atoms per crystal
-        model.set_natoms_histogram(counts)
-        return model.eval()
+        key = (timesteps, seed, max_atoms, dtype, tuple(sorted(denoiser_overrides.items())))
+        if key not in _MODEL_CACHE:
+            torch.manual_seed(seed)
+            model = CrystalDiffusion(
+                DenoiserConfig(**{**TINY_DENOISER, **denoiser_overrides}),
+                DiffusionConfig(timesteps=timesteps, max_atoms=max_atoms),
+            )
+            if dtype != torch.float32:  # float32 is the default; .to(float32) would also downcast the buffers
+                model = model.to(dtype)
+            gen = torch.Generator().manual_seed(seed + 1)
+            counts = torch.rand(max_atoms + 1, generator=gen, dtype=torch.float64)
+            counts[:2] = 0.0  # at least 2 atoms per crystal
+            model.set_natoms_histogram(counts)
+            _MODEL_CACHE[key] = model.eval()
+        return copy.deepcopy(_MODEL_CACHE[key])
 
     return factory
 
@@ -82,4 +94,3 @@ def srtio3_perovskite():
 @pytest.fixture(scope="session")
 def structures(si_diamond, nacl_rocksalt, srtio3_perovskite):
     return [si_diamond, nacl_rocksalt, srtio3_perovskite]
-

@@ -115,6 +115,21 @@ def test_derived_properties(srtio3_perovskite):
     np.testing.assert_allclose(c.cart_coords, srtio3_perovskite.cart_coords, atol=1e-12)
 
 
+def test_allclose_compares_species_and_coordinates_modulo_one():
+    a = _crystal(F=((0.0, 0.0, 0.0), (0.25, 0.25, 0.25)))
+    assert a.allclose(_crystal(F=((1.0 - 1e-9, 0.0, 0.0), (0.25, 0.25, 0.25))), atol=1e-8)  # across the boundary
+    assert not a.allclose(_crystal(F=((0.0, 0.0, 0.0), (0.25, 0.25, 0.2501))), atol=1e-6)
+    assert not a.allclose(_crystal(Z=(14, 6)))
+    assert not a.allclose(_crystal(Z=(14,), F=((0.0, 0.0, 0.0),)))
+    assert not a.allclose(_crystal(L=SI_L * 1.001), atol=1e-6)
+
+
+def test_allclose_lattice_uses_absolute_tolerance():
+    a = _crystal(L=10.0 * np.eye(3))
+    b = _crystal(L=10.00009 * np.eye(3))  # 9e-5 Å apart
+    assert not a.allclose(b, atol=1e-6)
+
+
 # --- pymatgen -----------------------------------------------------------------------------------
 def test_pymatgen_round_trip_is_exact(structures):
     for s in structures:
@@ -174,7 +189,7 @@ def test_cif_file_round_trip(tmp_path, srtio3_perovskite):
 def test_cif_round_trip_of_skewed_cell():
     rng = np.random.default_rng(0)
     L = 4.0 * np.eye(3) + rng.normal(scale=0.8, size=(3, 3))
-    # Species already in pymatgen's CIF-parser order (see the xfail test below for other orders).
+    # Species already grouped as pymatgen's CIF parser groups them.
     c = Crystal(Z=np.array([3, 26, 26, 8]), F=rng.random((4, 3)), L=L)
     c2 = Crystal.from_cif(c.to_cif())
     # CIF stores cell parameters only, so the lattice comes back in pymatgen's standard orientation:
@@ -185,11 +200,6 @@ def test_cif_round_trip_of_skewed_cell():
     np.testing.assert_allclose(dF - np.round(dF), 0.0, atol=1e-8)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: Crystal.from_cif returns sites in pymatgen CifParser's species-sorted order, "
-    "so to_cif -> from_cif permutes atoms whose species are not already in that order",
-)
 def test_cif_round_trip_preserves_atom_order():
     c = Crystal(Z=np.array([8, 26, 26, 3]), F=np.random.default_rng(1).random((4, 3)), L=4.5 * np.eye(3))
     c2 = Crystal.from_cif(c.to_cif())

@@ -142,7 +142,8 @@ def test_save_load_arrays_round_trip(tmp_path, data_dir, structures):
 
 # --- batch ------------------------------------------------------------------------------------------
 def test_batch_round_trip(data_dir, structures):
-    crystals = read_cdvae_csv(data_dir / "mp20_sample.csv").crystals[:5] + [Crystal.from_structure(s) for s in structures]
+    crystals = read_cdvae_csv(data_dir / "mp20_sample.csv").crystals[:5]
+    crystals += [Crystal.from_structure(s) for s in structures]
     batch = CrystalBatch.from_crystals(crystals, dtype=torch.float64)
     n = [c.num_atoms for c in crystals]
     assert batch.num_graphs == len(crystals)

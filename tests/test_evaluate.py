@@ -41,7 +41,9 @@ def test_structure_validity_uses_periodic_distances():
 
 def test_composition_validity_follows_smact():
     assert composition_valid(rocksalt())
-    na_cl2 = Crystal(Z=np.array([11, 17, 17]), F=np.array([[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]), L=np.eye(3) * 6)
+    na_cl2 = Crystal(
+        Z=np.array([11, 17, 17]), F=np.array([[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]), L=np.eye(3) * 6
+    )
     assert not composition_valid(na_cl2)  # no charge-neutral assignment
     assert composition_valid(Crystal(Z=np.array([29]), F=np.zeros((1, 3)), L=np.eye(3) * 2.5))  # metal
     assert not composition_valid(None)

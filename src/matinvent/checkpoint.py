@@ -65,7 +65,10 @@ def load_prior(directory: str | Path | None = None, device: str | torch.device =
         from_dict(DiffusionConfig, config["diffusion"], "diffusion."),
     )
     state = load_file(str(w_path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ConfigError(f"{w_path}: weights do not match {cfg_path}: {exc}") from exc
     if missing or unexpected:
         raise ConfigError(f"{w_path}: weights do not match config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.to(device).eval()

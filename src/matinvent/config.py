@@ -69,6 +69,11 @@ def _check_value(key: str, value: Any, typ: Any) -> Any:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if typ is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)
@@ -128,10 +133,13 @@ def _positive(cfg: PretrainConfig) -> None:
         "train.lr": cfg.train.lr,
         "train.val_every": cfg.train.val_every,
         "train.ckpt_every": cfg.train.ckpt_every,
+        "data.val_size": cfg.data.val_size,
     }
     for key, value in checks.items():
         if value <= 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {value}")
+    if cfg.model.time_dim % 2:
+        raise ConfigError(f"config key 'model.time_dim' must be even, got {cfg.model.time_dim}")
     if not 0 < cfg.diffusion.sigma_begin < cfg.diffusion.sigma_end:
         raise ConfigError("config keys 'diffusion.sigma_begin' < 'diffusion.sigma_end' must both be > 0")
     if not 0.0 <= cfg.train.ema_decay < 1.0:

@@ -8,6 +8,7 @@ positions are ``F @ L``.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,13 @@ class Crystal:
         """From a pymatgen ``Structure`` (ordered sites only)."""
         if not structure.is_ordered:
             raise CrystalError(f"disordered structure {structure.composition.reduced_formula}: partial occupancies")
-        Z = np.array([site.specie.Z for site in structure], dtype=np.int64)
+        Z = []
+        for site in structure:
+            z = getattr(site.specie, "Z", None)
+            if type(site.specie).__name__ == "DummySpecies" or not isinstance(z, int) or not 1 <= z <= MAX_Z:
+                raise CrystalError(f"unknown element '{site.specie}'")
+            Z.append(z)
+        Z = np.array(Z, dtype=np.int64)
         return cls(Z=Z, F=structure.frac_coords, L=structure.lattice.matrix)
 
     def to_structure(self):
@@ -107,7 +114,7 @@ class Crystal:
             raise CrystalError(f"could not parse CIF: {exc}") from exc
         if not structures:
             raise CrystalError("could not parse CIF: no structure found")
-        return cls.from_structure(structures[0])
+        return cls.from_structure(_in_label_order(structures[0]))
 
     def to_cif(self) -> str:
         """CIF text (P1, 10 significant figures: round trips to ~1e-9)."""
@@ -143,7 +150,28 @@ class Crystal:
             return False
         dF = self.F - other.F
         dF -= np.round(dF)
-        return bool(np.allclose(self.L, other.L, atol=atol) and np.all(np.abs(dF) <= atol))
+        return bool(np.allclose(self.L, other.L, rtol=0.0, atol=atol) and np.all(np.abs(dF) <= atol))
+
+
+def _in_label_order(structure):
+    """Undo the CIF parser's grouping by species when labels carry site indices (``Fe0``, ``O1``, …).
+
+    ``Crystal.to_cif`` (pymatgen's CifWriter) labels site i with its symbol followed by i, so
+    sorting by that number restores the written atom order; other CIFs are left as parsed.
+    """
+    labels = [getattr(site, "label", None) or "" for site in structure]
+    idx = []
+    for label in labels:
+        m = re.fullmatch(r"[A-Za-z]+(\d+)", label)
+        if m is None:
+            return structure
+        idx.append(int(m.group(1)))
+    if sorted(idx) != list(range(len(idx))):
+        return structure
+    from pymatgen.core import Structure
+
+    order = np.argsort(idx)
+    return Structure.from_sites([structure[i] for i in order])
 
 
 def write_extxyz(crystals: list[Crystal], path: str | Path) -> None:

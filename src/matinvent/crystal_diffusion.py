@@ -191,12 +191,21 @@ class CrystalDiffusion(nn.Module):
         step = sig_t**2 - sig_prev**2
         std_F = (sig_prev**2 * step / sig_t**2) ** 0.5
         ddpm = self.beta.step(t, t_prev)
-        return (F_mid + step * self._score(F_out, t), std_F, ddpm.mean(L, eps_L), ddpm.std, ddpm.mean(A, eps_A), ddpm.std)
+        return (
+            F_mid + step * self._score(F_out, t),
+            std_F,
+            ddpm.mean(L, eps_L),
+            ddpm.std,
+            ddpm.mean(A, eps_A),
+            ddpm.std,
+        )
 
     def transition_params(self, tr: Transition, batch, num_atoms) -> TransitionParams:
         """Recompute a stored transition's means/stds under this model (differentiable)."""
         mean_c, std_c = self.corrector_params(tr.A, tr.F, tr.L, tr.t, batch, num_atoms)
-        return TransitionParams(mean_c, std_c, *self.predictor_params(tr.A, tr.F_mid, tr.L, tr.t, tr.t_prev, batch, num_atoms))
+        return TransitionParams(
+            mean_c, std_c, *self.predictor_params(tr.A, tr.F_mid, tr.L, tr.t, tr.t_prev, batch, num_atoms)
+        )
 
     def sample_num_atoms(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.multinomial(self.natoms_prob.float().cpu(), n, replacement=True, generator=generator)
@@ -236,7 +245,9 @@ class CrystalDiffusion(nn.Module):
             t_prev = ts[i + 1] if i + 1 < len(ts) else 0
             mean_c, std_c = self.corrector_params(A, F, L, t, batch, num_atoms)
             F_mid = wrap(mean_c + std_c * randn(N, 3))
-            mean_F, std_F, mean_L, std_L, mean_A, std_A = self.predictor_params(A, F_mid, L, t, t_prev, batch, num_atoms)
+            mean_F, std_F, mean_L, std_L, mean_A, std_A = self.predictor_params(
+                A, F_mid, L, t, t_prev, batch, num_atoms
+            )
             F_next = wrap(mean_F + std_F * randn(N, 3))
             L_next = mean_L + std_L * randn(n, 3, 3)
             A_next = mean_A + std_A * randn(N, self.n_types)
@@ -256,7 +267,9 @@ def _per_crystal(x: torch.Tensor, batch: torch.Tensor, B: int) -> torch.Tensor:
     return scatter_sum(x.flatten(1).sum(-1), batch, B)
 
 
-def transition_log_prob(model: CrystalDiffusion, tr: Transition, batch: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
+def transition_log_prob(
+    model: CrystalDiffusion, tr: Transition, batch: torch.Tensor, num_atoms: torch.Tensor
+) -> torch.Tensor:
     """(B,) log p_θ(F_mid, M_{t_prev} | M_t) of the stored action under ``model`` (differentiable)."""
     p = model.transition_params(tr, batch, num_atoms)
     B = tr.L.shape[0]

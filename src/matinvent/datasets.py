@@ -46,7 +46,7 @@ def read_cdvae_csv(path: str | Path, limit: int | None = None, max_atoms: int | 
     skipped = too_big = 0
     has_id = "material_id" in df.columns
     for i, row in enumerate(df.itertuples(index=False)):
-        cif = getattr(row, "cif")
+        cif = row.cif
         try:
             if not isinstance(cif, str):
                 raise CrystalError("empty CIF")
@@ -58,7 +58,7 @@ def read_cdvae_csv(path: str | Path, limit: int | None = None, max_atoms: int | 
             too_big += 1
             continue
         crystals.append(crystal)
-        ids.append(str(getattr(row, "material_id")) if has_id else str(i))
+        ids.append(str(row.material_id) if has_id else str(i))
         keep.append(i)
     if skipped:
         warnings.warn(f"{path}: skipped {skipped} of {len(df)} rows whose CIF could not be parsed", stacklevel=2)

@@ -29,7 +29,9 @@ MIN_VOLUME = 0.1
 MAX_SMACT_ELEMENTS = 8
 
 
-def structure_valid(crystal: Crystal | None, min_distance: float = MIN_DISTANCE, min_volume: float = MIN_VOLUME) -> bool:
+def structure_valid(
+    crystal: Crystal | None, min_distance: float = MIN_DISTANCE, min_volume: float = MIN_VOLUME
+) -> bool:
     """All pairwise distances ≥ ``min_distance`` Å (periodic) and volume ≥ ``min_volume`` Å³."""
     if crystal is None or crystal.volume < min_volume:
         return False

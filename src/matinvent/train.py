@@ -24,7 +24,9 @@ from matinvent.datasets import load_arrays, read_cdvae_csv, save_arrays
 STATE = "trainer_state.pt"
 
 
-def load_training_data(data_dir: str | Path, cfg: PretrainConfig, cache_dir: Path) -> tuple[list[Crystal], list[Crystal]]:
+def load_training_data(
+    data_dir: str | Path, cfg: PretrainConfig, cache_dir: Path
+) -> tuple[list[Crystal], list[Crystal]]:
     """Train/validation crystals from the CSVs in ``data_dir``; parsed once, cached as npz."""
     data_dir = Path(data_dir)
     train_cache, val_cache = cache_dir / "train_crystals.npz", cache_dir / "val_crystals.npz"
@@ -64,7 +66,9 @@ def _lr_at(step: int, cfg: PretrainConfig) -> float:
 
 
 @torch.no_grad()
-def validation_loss(model: CrystalDiffusion, val: list[Crystal], batch_size: int, device: str, seed: int = 1234) -> dict:
+def validation_loss(
+    model: CrystalDiffusion, val: list[Crystal], batch_size: int, device: str, seed: int = 1234
+) -> dict:
     """Mean loss over the validation crystals with fixed noise (comparable across steps)."""
     gen = torch.Generator().manual_seed(seed)
     totals: dict[str, float] = {}
@@ -114,13 +118,26 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, res
     def save(final: bool = False) -> None:
         tmp = out / (STATE + ".tmp")
         torch.save(
-            {"model": model.state_dict(), "ema": ema.state_dict(), "optim": opt.state_dict(),
-             "generator": gen.get_state(), "step": step, "history": history, "perm": perm, "pos": pos},
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optim": opt.state_dict(),
+                "generator": gen.get_state(),
+                "step": step,
+                "history": history,
+                "perm": perm,
+                "pos": pos,
+            },
             tmp,
         )
         tmp.replace(state_path)
-        info = {"steps": step, "train_crystals": len(train), "val_crystals": len(val),
-                "val_loss": history[-1]["val_loss"] if history else None, "final": final}
+        info = {
+            "steps": step,
+            "train_crystals": len(train),
+            "val_crystals": len(val),
+            "val_loss": history[-1]["val_loss"] if history else None,
+            "final": final,
+        }
         save_prior(ema, out / "checkpoint", info)
         with open(out / "history.csv", "w", newline="") as fh:
             if history:
@@ -149,18 +166,28 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, res
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.mul_(d).add_(pm.detach(), alpha=1 - d)
         step += 1
-        running = float(losses["loss"]) if first else 0.98 * running + 0.02 * float(losses["loss"])
+        running = losses["loss"].item() if first else 0.98 * running + 0.02 * losses["loss"].item()
         first = False
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}")
         if step % cfg.train.val_every == 0 or step == cfg.train.max_steps:
             vl = validation_loss(ema, val, cfg.train.batch_size, device)
-            history.append({"step": step, "train_loss": running, "val_loss": vl["loss"],
-                            "val_lattice": vl["loss_lattice"], "val_coord": vl["loss_coord"],
-                            "val_type": vl["loss_type"], "lr": _lr_at(step - 1, cfg),
-                            "elapsed_s": time.time() - t0})
-            bar.write(f"step {step}: train {running:.4f}  val {vl['loss']:.4f} "
-                      f"(L {vl['loss_lattice']:.3f} F {vl['loss_coord']:.3f} A {vl['loss_type']:.4f})")
+            history.append(
+                {
+                    "step": step,
+                    "train_loss": running,
+                    "val_loss": vl["loss"],
+                    "val_lattice": vl["loss_lattice"],
+                    "val_coord": vl["loss_coord"],
+                    "val_type": vl["loss_type"],
+                    "lr": _lr_at(step - 1, cfg),
+                    "elapsed_s": time.time() - t0,
+                }
+            )
+            bar.write(
+                f"step {step}: train {running:.4f}  val {vl['loss']:.4f} "
+                f"(L {vl['loss_lattice']:.3f} F {vl['loss_coord']:.3f} A {vl['loss_type']:.4f})"
+            )
         if step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps:
             save(final=step == cfg.train.max_steps)
     bar.close()
