@@ -2,7 +2,14 @@
 
 - L: DDPM with a cosine β schedule. The lattice is diffused in a per-atom scaled frame
   L̃ = L / N^(1/3) (``scale_lattice``), so cells of all sizes share one noise scale.
-- A: DDPM on the one-hot atom types (n_types classes, type = argmax at the end).
+- A: DDPM on the one-hot atom types (n_types classes, type = argmax at the end). With
+  ``type_prediction = "x0"`` the denoiser's type head gives logits of the clean one-hot,
+  added to the per-atom Bayes logits √ᾱ_t/(1−ᾱ_t)·A_t, and ε̂_A = (A_t − √ᾱ_t x̂0)/√(1−ᾱ_t);
+  the loss is still the ε-MSE of Eq. (8). Near t = 0 the types are then recovered exactly
+  instead of having to be copied through the network (``"eps"``: DiffCSP's direct ε̂_A).
+- Ancestral steps on L and A clamp the implied x̂0 to ±``clip_lattice`` / ±``clip_types``
+  (in the diffusion frame) before forming the posterior mean; the mean stays a deterministic
+  function of the network output, so log-probs and KLs remain exact.
 - F: wrapped-normal score matching with a geometric σ schedule, sampled with a
   predictor–corrector scheme (Langevin corrector, reverse-SDE predictor; DiffCSP).
 
@@ -56,6 +63,9 @@ class DiffusionConfig:
     step_lr: float = 1e-5
     scale_lattice: bool = True
     max_atoms: int = 20
+    clip_lattice: float | None = 20.0
+    clip_types: float | None = None
+    type_prediction: str = "x0"
 
 
 @dataclass
@@ -141,9 +151,18 @@ class CrystalDiffusion(nn.Module):
         """Network output (normalised score) → score estimate at time t."""
         return F_out * self.sigma_norm[t - 1].to(F_out.dtype).sqrt()
 
+    def predict(self, A, F, L, t: torch.Tensor, batch, num_atoms):
+        """(ε̂_L, normalised ŝ_F, ε̂_A) for noisy crystals at per-crystal times ``t`` (B,)."""
+        eps_L, s_F, type_out = self.denoiser(A, F, L, t, batch, num_atoms)
+        if self.config.type_prediction == "eps":
+            return eps_L, s_F, type_out
+        ab = self.beta.alphas_cumprod.to(A.device, A.dtype)[t][batch].view(-1, 1)
+        A0_hat = torch.softmax(type_out + ab.sqrt() / (1 - ab) * A, dim=-1)
+        return eps_L, s_F, (A - ab.sqrt() * A0_hat) / (1 - ab).sqrt()
+
     def _denoise(self, A, F, L, t: int, batch, num_atoms):
         tt = torch.full((L.shape[0],), t, device=L.device, dtype=torch.long)
-        return self.denoiser(A, F, L, tt, batch, num_atoms)
+        return self.predict(A, F, L, tt, batch, num_atoms)
 
     # --- training ------------------------------------------------------------------------
     def loss(self, crystals: CrystalBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -167,7 +186,7 @@ class CrystalDiffusion(nn.Module):
         F_t = wrap(crystals.F + sig * randn(*crystals.F.shape))
         target_F = wrapped_normal_score(F_t, crystals.F, sig) / self.sigma_norm.to(dtype)[t_atom - 1].sqrt().view(-1, 1)
         tt = t
-        eps_L_hat, s_F_hat, eps_A_hat = self.denoiser(A_t, F_t, L_t, tt, crystals.batch, crystals.num_atoms)
+        eps_L_hat, s_F_hat, eps_A_hat = self.predict(A_t, F_t, L_t, tt, crystals.batch, crystals.num_atoms)
         loss_L = Fn.mse_loss(eps_L_hat, eps_L)
         loss_F = Fn.mse_loss(s_F_hat, target_F)
         loss_A = Fn.mse_loss(eps_A_hat, eps_A)
@@ -194,9 +213,9 @@ class CrystalDiffusion(nn.Module):
         return (
             F_mid + step * self._score(F_out, t),
             std_F,
-            ddpm.mean(L, eps_L),
+            ddpm.mean(L, eps_L, clip=self.config.clip_lattice),
             ddpm.std,
-            ddpm.mean(A, eps_A),
+            ddpm.mean(A, eps_A, clip=self.config.clip_types),
             ddpm.std,
         )
 

@@ -7,7 +7,7 @@ parts are projected once per node, not once per edge. Outputs:
 
 - ε̂_L = Ŷ · L with Ŷ (3, 3) invariant: equivariant under L → L Rᵀ for any orthogonal R;
 - ŝ_F (N, 3): invariant to rotations/reflections and to a common shift of F (mod 1);
-- ε̂_A (N, n_types): invariant.
+- type output (N, n_types): invariant (ε̂_A, or x̂0 logits; see ``crystal_diffusion``).
 
 All outputs are equivariant to permutations of the atoms.
 """

@@ -17,15 +17,28 @@ import torch
 class DDPMStep:
     """Coefficients of one ancestral step x_t → x_{t_prev}.
 
-    mean = c0 · (x_t − c1 · ε̂),  std = posterior standard deviation (0 when t_prev = 0).
+    mean = c0 · (x_t − c1 · ε̂) = coef_x0 · x̂0 + coef_xt · x_t with x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t;
+    std = posterior standard deviation (0 when t_prev = 0).
     """
 
     c0: float
     c1: float
     std: float
+    sqrt_alpha_bar: float
+    sqrt_one_minus_alpha_bar: float
+    coef_x0: float
+    coef_xt: float
 
-    def mean(self, x_t: torch.Tensor, eps_hat: torch.Tensor) -> torch.Tensor:
-        return self.c0 * (x_t - self.c1 * eps_hat)
+    def mean(self, x_t: torch.Tensor, eps_hat: torch.Tensor, clip: float | None = None) -> torch.Tensor:
+        """Posterior mean; with ``clip`` the implied x̂0 is clamped to [−clip, clip] first.
+
+        Clipping bounds the error amplification of steps with tiny ᾱ_t (c0 ≈ 300 for the
+        first step of a 100-step respaced cosine sampler).
+        """
+        if clip is None:
+            return self.c0 * (x_t - self.c1 * eps_hat)
+        x0 = ((x_t - self.sqrt_one_minus_alpha_bar * eps_hat) / self.sqrt_alpha_bar).clamp(-clip, clip)
+        return self.coef_x0 * x0 + self.coef_xt * x_t
 
 
 class CosineBetaSchedule:
@@ -56,7 +69,15 @@ class CosineBetaSchedule:
         alpha = ab_t / ab_prev
         beta = 1.0 - alpha
         var = beta * (1.0 - ab_prev) / (1.0 - ab_t)
-        return DDPMStep(c0=1.0 / math.sqrt(alpha), c1=beta / math.sqrt(1.0 - ab_t), std=math.sqrt(max(var, 0.0)))
+        return DDPMStep(
+            c0=1.0 / math.sqrt(alpha),
+            c1=beta / math.sqrt(1.0 - ab_t),
+            std=math.sqrt(max(var, 0.0)),
+            sqrt_alpha_bar=math.sqrt(ab_t),
+            sqrt_one_minus_alpha_bar=math.sqrt(1.0 - ab_t),
+            coef_x0=math.sqrt(ab_prev) * beta / (1.0 - ab_t),
+            coef_xt=math.sqrt(alpha) * (1.0 - ab_prev) / (1.0 - ab_t),
+        )
 
 
 class GeometricSigmaSchedule:
