@@ -33,7 +33,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     ckpt = args.checkpoint or default_checkpoint_path()
     model = load_prior(ckpt, device=args.device)
     crystals = sample_crystals(model, args.n, seed=args.seed, steps=args.steps, batch_size=args.batch_size)
-    meta = {"checkpoint": str(ckpt), "seed": args.seed, "steps": args.steps or model.config.timesteps}
+    steps = args.steps or model.config.sample_steps or model.config.timesteps
+    meta = {"checkpoint": str(ckpt), "seed": args.seed, "steps": steps}
     write_samples(crystals, args.out, meta)
     n_ok = sum(c is not None for c in crystals)
     print(f"wrote {n_ok} CIF files and samples.extxyz to {args.out} ({len(crystals) - n_ok} degenerate samples)")
@@ -79,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--checkpoint", help="prior checkpoint folder (default: the bundled one)")
-    q.add_argument("--steps", type=int, help="respaced sampler with this many steps (default: all T)")
+    q.add_argument(
+        "--steps",
+        type=int,
+        help="respaced sampler with this many steps (default: the checkpoint's sample_steps, else all T)",
+    )
     q.add_argument("--batch-size", type=int, default=256, help="crystals denoised together")
     q.add_argument("--device", default="cpu")
     q.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")

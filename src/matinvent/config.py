@@ -139,7 +139,11 @@ def _positive(cfg: PretrainConfig) -> None:
         if value <= 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {value}")
     if cfg.diffusion.type_prediction not in ("x0", "eps"):
-        raise ConfigError(f"config key 'diffusion.type_prediction' must be 'x0' or 'eps', got {cfg.diffusion.type_prediction!r}")
+        raise ConfigError(
+            f"config key 'diffusion.type_prediction' must be 'x0' or 'eps', got {cfg.diffusion.type_prediction!r}"
+        )
+    if cfg.diffusion.sample_steps is not None and cfg.diffusion.sample_steps < 1:
+        raise ConfigError(f"config key 'diffusion.sample_steps' must be >= 1, got {cfg.diffusion.sample_steps}")
     if cfg.model.time_dim % 2:
         raise ConfigError(f"config key 'model.time_dim' must be even, got {cfg.model.time_dim}")
     if not 0 < cfg.diffusion.sigma_begin < cfg.diffusion.sigma_end:

@@ -66,6 +66,7 @@ class DiffusionConfig:
     clip_lattice: float | None = 20.0
     clip_types: float | None = None
     type_prediction: str = "x0"
+    sample_steps: int | None = None
 
 
 @dataclass
@@ -239,7 +240,8 @@ class CrystalDiffusion(nn.Module):
         return_trajectory: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> Trajectory:
-        """Draw ``n`` crystals. ``steps`` < T respaces the sampler; noise comes from ``generator``.
+        """Draw ``n`` crystals. ``steps`` < T respaces the sampler (default: ``config.sample_steps``,
+        or all T when that is unset); noise comes from ``generator``.
 
         With ``return_trajectory`` every ``Transition`` is kept (states, actions, parameters).
         ``progress`` is called with 1 after each reverse step.
@@ -259,7 +261,7 @@ class CrystalDiffusion(nn.Module):
         A = randn(N, self.n_types)
         F = torch.rand(N, 3, generator=generator, dtype=dtype).to(dev)
         traj = Trajectory(num_atoms=num_atoms, batch=batch)
-        ts = respaced_timesteps(self.config.timesteps, steps)
+        ts = respaced_timesteps(self.config.timesteps, steps or self.config.sample_steps)
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else 0
             mean_c, std_c = self.corrector_params(A, F, L, t, batch, num_atoms)

@@ -25,7 +25,7 @@ def sample_crystals(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     gen = torch.Generator().manual_seed(seed)
-    n_steps = len(respaced_timesteps(model.config.timesteps, steps))
+    n_steps = len(respaced_timesteps(model.config.timesteps, steps or model.config.sample_steps))
     out: list[Crystal | None] = []
     with tqdm(total=n * n_steps, desc="sampling", unit="step·crystal", disable=not progress, unit_scale=True) as bar:
         for start in range(0, n, batch_size):
