@@ -409,3 +409,13 @@ def test_lattice_clip_bounds_the_first_respaced_step(model):
     assert clipped.abs().max() <= bound + 1e-9
     assert unclipped.abs().max() > 10 * bound
     assert torch.allclose(step.mean(L_t, L_t * 0.3, clip=1e9), step.mean(L_t, L_t * 0.3), atol=1e-9)
+
+
+def test_auxiliary_type_cross_entropy_is_added_with_its_weight(model, clean_batch):
+    assert "loss_type_ce" not in model.loss(clean_batch, generator=gen(0))  # off by default
+    model.config.cost_type_ce = 0.5
+    out = model.loss(clean_batch, generator=gen(0))
+    c = model.config
+    plain = c.cost_lattice * out["loss_lattice"] + c.cost_coord * out["loss_coord"] + c.cost_type * out["loss_type"]
+    assert torch.allclose(out["loss"], plain + 0.5 * out["loss_type_ce"])
+    assert 0 < float(out["loss_type_ce"]) < 2 * torch.log(torch.tensor(100.0))

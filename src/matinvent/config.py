@@ -144,6 +144,8 @@ def _positive(cfg: PretrainConfig) -> None:
         )
     if cfg.diffusion.sample_steps is not None and cfg.diffusion.sample_steps < 1:
         raise ConfigError(f"config key 'diffusion.sample_steps' must be >= 1, got {cfg.diffusion.sample_steps}")
+    if cfg.diffusion.cost_type_ce < 0:
+        raise ConfigError(f"config key 'diffusion.cost_type_ce' must be >= 0, got {cfg.diffusion.cost_type_ce}")
     if cfg.model.time_dim % 2:
         raise ConfigError(f"config key 'model.time_dim' must be even, got {cfg.model.time_dim}")
     if not 0 < cfg.diffusion.sigma_begin < cfg.diffusion.sigma_end:

@@ -5,7 +5,9 @@
 - A: DDPM on the one-hot atom types (n_types classes, type = argmax at the end). With
   ``type_prediction = "x0"`` the denoiser's type head gives logits of the clean one-hot,
   added to the per-atom Bayes logits √ᾱ_t/(1−ᾱ_t)·A_t, and ε̂_A = (A_t − √ᾱ_t x̂0)/√(1−ᾱ_t);
-  the loss is still the ε-MSE of Eq. (8). Near t = 0 the types are then recovered exactly
+  the loss is the ε-MSE of Eq. (8), optionally plus ``cost_type_ce`` × the cross-entropy of
+  x̂0_A (D3PM's auxiliary loss), which weights all t alike: the ε-MSE weights x̂0 errors by the
+  SNR ᾱ/(1−ᾱ), least where the composition is decided. Near t = 0 the types are then recovered exactly
   instead of having to be copied through the network (``"eps"``: DiffCSP's direct ε̂_A).
 - Ancestral steps on L and A clamp the implied x̂0 to ±``clip_lattice`` / ±``clip_types``
   (in the diffusion frame) before forming the posterior mean; the mean stays a deterministic
@@ -66,6 +68,7 @@ class DiffusionConfig:
     clip_lattice: float | None = 20.0
     clip_types: float | None = None
     type_prediction: str = "x0"
+    cost_type_ce: float = 0.0
     sample_steps: int | None = None
 
 
@@ -152,14 +155,18 @@ class CrystalDiffusion(nn.Module):
         """Network output (normalised score) → score estimate at time t."""
         return F_out * self.sigma_norm[t - 1].to(F_out.dtype).sqrt()
 
-    def predict(self, A, F, L, t: torch.Tensor, batch, num_atoms):
-        """(ε̂_L, normalised ŝ_F, ε̂_A) for noisy crystals at per-crystal times ``t`` (B,)."""
+    def predict(self, A, F, L, t: torch.Tensor, batch, num_atoms, return_type_logits: bool = False):
+        """(ε̂_L, normalised ŝ_F, ε̂_A) for noisy crystals at per-crystal times ``t`` (B,).
+
+        With ``return_type_logits`` (x0 type prediction only) the logits of x̂0_A come fourth.
+        """
         eps_L, s_F, type_out = self.denoiser(A, F, L, t, batch, num_atoms)
         if self.config.type_prediction == "eps":
-            return eps_L, s_F, type_out
+            return (eps_L, s_F, type_out, None) if return_type_logits else (eps_L, s_F, type_out)
         ab = self.beta.alphas_cumprod.to(A.device, A.dtype)[t][batch].view(-1, 1)
-        A0_hat = torch.softmax(type_out + ab.sqrt() / (1 - ab) * A, dim=-1)
-        return eps_L, s_F, (A - ab.sqrt() * A0_hat) / (1 - ab).sqrt()
+        logits = type_out + ab.sqrt() / (1 - ab) * A
+        eps_A = (A - ab.sqrt() * torch.softmax(logits, dim=-1)) / (1 - ab).sqrt()
+        return (eps_L, s_F, eps_A, logits) if return_type_logits else (eps_L, s_F, eps_A)
 
     def _denoise(self, A, F, L, t: int, batch, num_atoms):
         tt = torch.full((L.shape[0],), t, device=L.device, dtype=torch.long)
@@ -187,13 +194,19 @@ class CrystalDiffusion(nn.Module):
         F_t = wrap(crystals.F + sig * randn(*crystals.F.shape))
         target_F = wrapped_normal_score(F_t, crystals.F, sig) / self.sigma_norm.to(dtype)[t_atom - 1].sqrt().view(-1, 1)
         tt = t
-        eps_L_hat, s_F_hat, eps_A_hat = self.predict(A_t, F_t, L_t, tt, crystals.batch, crystals.num_atoms)
+        eps_L_hat, s_F_hat, eps_A_hat, logits = self.predict(
+            A_t, F_t, L_t, tt, crystals.batch, crystals.num_atoms, return_type_logits=True
+        )
         loss_L = Fn.mse_loss(eps_L_hat, eps_L)
         loss_F = Fn.mse_loss(s_F_hat, target_F)
         loss_A = Fn.mse_loss(eps_A_hat, eps_A)
         c = self.config
         total = c.cost_lattice * loss_L + c.cost_coord * loss_F + c.cost_type * loss_A
-        return {"loss": total, "loss_lattice": loss_L, "loss_coord": loss_F, "loss_type": loss_A}
+        out = {"loss": total, "loss_lattice": loss_L, "loss_coord": loss_F, "loss_type": loss_A}
+        if logits is not None and c.cost_type_ce > 0:
+            out["loss_type_ce"] = Fn.cross_entropy(logits, crystals.Z - 1)
+            out["loss"] = total + c.cost_type_ce * out["loss_type_ce"]
+        return out
 
     # --- reverse process -----------------------------------------------------------------
     def corrector_params(self, A, F, L, t: int, batch, num_atoms) -> tuple[torch.Tensor, float]:

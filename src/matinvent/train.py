@@ -141,7 +141,8 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, res
         save_prior(ema, out / "checkpoint", info)
         with open(out / "history.csv", "w", newline="") as fh:
             if history:
-                w = csv.DictWriter(fh, fieldnames=list(history[0].keys()))
+                fields = list(dict.fromkeys(k for row in history for k in row))
+                w = csv.DictWriter(fh, fieldnames=fields, restval="")
                 w.writeheader()
                 w.writerows(history)
 
@@ -180,13 +181,15 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, res
                     "val_lattice": vl["loss_lattice"],
                     "val_coord": vl["loss_coord"],
                     "val_type": vl["loss_type"],
+                    "val_type_ce": vl.get("loss_type_ce", float("nan")),
                     "lr": _lr_at(step - 1, cfg),
                     "elapsed_s": time.time() - t0,
                 }
             )
             bar.write(
                 f"step {step}: train {running:.4f}  val {vl['loss']:.4f} "
-                f"(L {vl['loss_lattice']:.3f} F {vl['loss_coord']:.3f} A {vl['loss_type']:.4f})"
+                f"(L {vl['loss_lattice']:.3f} F {vl['loss_coord']:.3f} A {vl['loss_type']:.4f} "
+                f"A-CE {vl.get('loss_type_ce', float('nan')):.3f})"
             )
         if step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps:
             save(final=step == cfg.train.max_steps)
@@ -214,8 +217,10 @@ def plot_history(history_csv: str | Path, png: str | Path) -> bool:
     axes[0].plot(step, [float(r["val_loss"]) for r in rows], label="validation (EMA weights)")
     axes[0].set_yscale("log")
     axes[0].set_title("total loss")
-    for key in ("val_lattice", "val_coord", "val_type"):
-        axes[1].plot(step, [float(r[key]) for r in rows], label=key.removeprefix("val_"))
+    for key in ("val_lattice", "val_coord", "val_type", "val_type_ce"):
+        pts = [(s, float(r[key])) for s, r in zip(step, rows, strict=True) if r.get(key) not in (None, "", "nan")]
+        if pts:
+            axes[1].plot(*zip(*pts, strict=True), label=key.removeprefix("val_"))
     axes[1].set_yscale("log")
     axes[1].set_title("validation loss terms (unweighted)")
     for ax in axes:
