@@ -3,7 +3,9 @@
 Fully connected message passing inside each crystal. Edge input is
 [h_i, h_j, the 9 inner products of L Lᵀ, Fourier features of (f_j − f_i) mod 1]; the first edge
 layer is linear, so it is split into per-node, per-crystal and per-edge parts and the node
-parts are projected once per node, not once per edge. Outputs:
+parts are projected once per node, not once per edge. With ``composition_features`` each
+atom also sees the crystal's mean type vector and each edge the similarity a_i·a_j/√K of the
+two noisy type vectors, so that atoms can agree on a composition. Outputs:
 
 - ε̂_L = Ŷ · L with Ŷ (3, 3) invariant: equivariant under L → L Rᵀ for any orthogonal R;
 - ŝ_F (N, 3): invariant to rotations/reflections and to a common shift of F (mod 1);
@@ -32,6 +34,7 @@ class DenoiserConfig:
     n_freq: int = 16
     time_dim: int = 64
     n_types: int = 100
+    composition_features: bool = True
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -52,8 +55,9 @@ def periodic_fourier_features(d: torch.Tensor, n_freq: int) -> torch.Tensor:
 class CSPLayer(nn.Module):
     """One message-passing layer with pre-LayerNorm and a residual update."""
 
-    def __init__(self, hidden: int, n_freq: int) -> None:
+    def __init__(self, hidden: int, n_freq: int, type_similarity: bool = False) -> None:
         super().__init__()
+        self.edge_type_sim = nn.Linear(1, hidden, bias=False) if type_similarity else None
         self.norm = nn.LayerNorm(hidden)
         self.edge_src = nn.Linear(hidden, hidden, bias=False)
         self.edge_dst = nn.Linear(hidden, hidden, bias=False)
@@ -70,9 +74,12 @@ class CSPLayer(nn.Module):
         src: torch.Tensor,
         dst: torch.Tensor,
         edge_graph: torch.Tensor,
+        type_sim: torch.Tensor | None = None,
     ) -> torch.Tensor:
         hn = self.norm(h)
         pre = self.edge_src(hn)[src] + self.edge_dst(hn)[dst] + self.edge_lattice(lattice_ips)[edge_graph]
+        if self.edge_type_sim is not None:
+            pre = pre + self.edge_type_sim(type_sim)
         messages = self.edge_out(pre + self.edge_fourier(fourier))
         agg = scatter_mean(messages, src, h.shape[0])
         return h + self.node_mlp(torch.cat([hn, agg], dim=-1))
@@ -87,7 +94,9 @@ class CSPDenoiser(nn.Module):
         h = config.hidden
         self.type_embed = nn.Linear(config.n_types, h)
         self.input_mix = nn.Linear(h + config.time_dim, h)
-        self.layers = nn.ModuleList(CSPLayer(h, config.n_freq) for _ in range(config.layers))
+        comp = config.composition_features
+        self.comp_embed = nn.Linear(config.n_types, h, bias=False) if comp else None
+        self.layers = nn.ModuleList(CSPLayer(h, config.n_freq, type_similarity=comp) for _ in range(config.layers))
         self.final_norm = nn.LayerNorm(h)
         self.coord_out = nn.Linear(h, 3, bias=False)
         self.type_out = nn.Linear(h, config.n_types)
@@ -113,8 +122,12 @@ class CSPDenoiser(nn.Module):
         lattice_ips = (L @ L.transpose(-1, -2)).reshape(B, 9)
         temb = sinusoidal_embedding(t, self.config.time_dim).to(A.dtype)[batch]
         h = self.input_mix(torch.cat([self.type_embed(A), temb], dim=-1))
+        type_sim = None
+        if self.comp_embed is not None:
+            h = h + self.comp_embed(scatter_mean(A, batch, B))[batch]
+            type_sim = (A[src] * A[dst]).sum(-1, keepdim=True) / math.sqrt(A.shape[1])
         for layer in self.layers:
-            h = layer(h, lattice_ips, fourier, src, dst, edge_graph)
+            h = layer(h, lattice_ips, fourier, src, dst, edge_graph, type_sim)
         h = self.final_norm(h)
         graph_h = scatter_mean(h, batch, B)
         Y = self.lattice_out(graph_h).view(B, 3, 3)
