@@ -193,9 +193,8 @@ class CrystalDiffusion(nn.Module):
         sig = self.sigma.sigmas.to(dev, dtype)[t_atom].view(-1, 1)
         F_t = wrap(crystals.F + sig * randn(*crystals.F.shape))
         target_F = wrapped_normal_score(F_t, crystals.F, sig) / self.sigma_norm.to(dtype)[t_atom - 1].sqrt().view(-1, 1)
-        tt = t
         eps_L_hat, s_F_hat, eps_A_hat, logits = self.predict(
-            A_t, F_t, L_t, tt, crystals.batch, crystals.num_atoms, return_type_logits=True
+            A_t, F_t, L_t, t, crystals.batch, crystals.num_atoms, return_type_logits=True
         )
         loss_L = Fn.mse_loss(eps_L_hat, eps_L)
         loss_F = Fn.mse_loss(s_F_hat, target_F)

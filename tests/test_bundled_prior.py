@@ -1,0 +1,31 @@
+"""The prior shipped inside the package loads offline and samples."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from matinvent.checkpoint import default_checkpoint_path, load_prior
+
+
+def test_bundled_prior_loads_and_samples_reproducibly():
+    path = default_checkpoint_path()
+    config = json.loads((path / "config.json").read_text())
+    assert config["info"]["steps"] > 0
+    model = load_prior()
+    hist = model.natoms_prob
+    assert hist[0] == 0 and torch.isclose(hist.sum(), torch.tensor(1.0, dtype=hist.dtype))
+    assert hist.argmax() > 1  # MP-20 is not dominated by one-atom cells
+    a = model.sample(3, generator=torch.Generator().manual_seed(0), steps=4).final
+    b = model.sample(3, generator=torch.Generator().manual_seed(0), steps=4).final
+    assert torch.equal(a.Z, b.Z) and torch.equal(a.L, b.L)
+    assert torch.isfinite(a.L).all() and ((a.F >= 0) & (a.F < 1)).all()
+    assert ((a.Z >= 1) & (a.Z <= 100)).all()
+
+
+def test_bundled_prior_ships_its_training_record():
+    path = default_checkpoint_path()
+    for name in ("model.safetensors", "config.json", "history.csv", "training_curve.png", "TRAINING.md"):
+        assert (path / name).is_file(), name
+    assert (path / "model.safetensors").stat().st_size < 25 * 1024 * 1024
