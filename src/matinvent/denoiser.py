@@ -52,6 +52,18 @@ def periodic_fourier_features(d: torch.Tensor, n_freq: int) -> torch.Tensor:
     return torch.cat([args.sin(), args.cos()], dim=-1).flatten(1)
 
 
+def _pair_dot(
+    x: torch.Tensor, batch: torch.Tensor, num_atoms: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
+) -> torch.Tensor:
+    """(E,) dot products x_src · x_dst for edges inside crystals, via one padded batched matmul
+    (B·n_max² outputs) instead of two gathered (E, K) copies."""
+    B, n_max = len(num_atoms), int(num_atoms.max())
+    local = torch.arange(len(batch), device=x.device) - (torch.cumsum(num_atoms, 0) - num_atoms)[batch]
+    padded = x.new_zeros(B, n_max, x.shape[1]).index_put((batch, local), x)
+    gram = padded @ padded.transpose(1, 2)
+    return gram[batch[src], local[src], local[dst]]
+
+
 class CSPLayer(nn.Module):
     """One message-passing layer with pre-LayerNorm and a residual update."""
 
@@ -125,7 +137,7 @@ class CSPDenoiser(nn.Module):
         type_sim = None
         if self.comp_embed is not None:
             h = h + self.comp_embed(scatter_mean(A, batch, B))[batch]
-            type_sim = (A[src] * A[dst]).sum(-1, keepdim=True) / math.sqrt(A.shape[1])
+            type_sim = _pair_dot(A, batch, num_atoms, src, dst).unsqueeze(-1) / math.sqrt(A.shape[1])
         for layer in self.layers:
             h = layer(h, lattice_ips, fourier, src, dst, edge_graph, type_sim)
         h = self.final_norm(h)
