@@ -37,9 +37,9 @@ def _sampling(checkpoint: str | None, threads: int, n: int, steps: int | None) -
     model.sample(2, generator=gen, steps=2)  # warm-up
     base = _peak_mib()
     t0 = time.perf_counter()
-    traj = model.sample(n, generator=gen, steps=steps)
-    dt = time.perf_counter() - t0
     n_steps = steps or model.config.timesteps
+    traj = model.sample(n, generator=gen, steps=n_steps)
+    dt = time.perf_counter() - t0
     return {
         "crystals": n,
         "steps": n_steps,
