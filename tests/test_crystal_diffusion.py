@@ -418,4 +418,4 @@ def test_auxiliary_type_cross_entropy_is_added_with_its_weight(model, clean_batc
     c = model.config
     plain = c.cost_lattice * out["loss_lattice"] + c.cost_coord * out["loss_coord"] + c.cost_type * out["loss_type"]
     assert torch.allclose(out["loss"], plain + 0.5 * out["loss_type_ce"])
-    assert 0 < float(out["loss_type_ce"]) < 2 * torch.log(torch.tensor(100.0))
+    assert 0 < out["loss_type_ce"].item() < 2 * torch.log(torch.tensor(100.0))

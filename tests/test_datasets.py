@@ -191,3 +191,20 @@ def test_scatter_mean_and_sum_match_loops():
         expected_mean = rows.mean(0) if len(rows) else torch.zeros(4, 2, dtype=torch.float64)
         torch.testing.assert_close(total[g], expected_sum, rtol=0, atol=1e-14)
         torch.testing.assert_close(mean[g], expected_mean, rtol=0, atol=1e-14)
+
+
+def test_to_crystals_reports_degenerate_samples():
+    import numpy as np
+    import pytest
+    import torch
+
+    from matinvent.batch import CrystalBatch
+    from matinvent.crystal import Crystal, CrystalError
+
+    good = Crystal(Z=np.array([11, 17]), F=np.array([[0, 0, 0], [0.5, 0.5, 0.5]]), L=np.eye(3) * 5.6)
+    batch = CrystalBatch.from_crystals([good, good])
+    batch.L[1, 0, 0] = torch.nan
+    with pytest.raises(CrystalError, match="NaN"):
+        batch.to_crystals()
+    out = batch.to_crystals(strict=False)
+    assert out[1] is None and out[0].allclose(good)

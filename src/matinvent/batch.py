@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from matinvent.crystal import Crystal
+from matinvent.crystal import Crystal, CrystalError
 
 
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
@@ -55,13 +55,19 @@ class CrystalBatch:
             num_atoms=num_atoms,
         )
 
-    def to_crystals(self) -> list[Crystal]:
-        """Split back into records (raises ``CrystalError`` for a degenerate crystal)."""
-        out = []
+    def to_crystals(self, strict: bool = True) -> list[Crystal | None]:
+        """Split back into records. A degenerate crystal (NaN, singular lattice) raises
+        ``CrystalError``, or becomes ``None`` when ``strict`` is False."""
+        out: list[Crystal | None] = []
         Z, F, L = self.Z.cpu().numpy(), self.F.detach().cpu().double().numpy(), self.L.detach().cpu().double().numpy()
         start = 0
         for i, n in enumerate(self.num_atoms.tolist()):
-            out.append(Crystal(Z=Z[start : start + n], F=F[start : start + n], L=L[i]))
+            try:
+                out.append(Crystal(Z=Z[start : start + n], F=F[start : start + n], L=L[i]))
+            except CrystalError:
+                if strict:
+                    raise
+                out.append(None)
             start += n
         return out
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from matinvent.crystal import Crystal, CrystalError, write_extxyz
+from matinvent.crystal import Crystal, write_extxyz
 from matinvent.crystal_diffusion import CrystalDiffusion
 from matinvent.diffusion import respaced_timesteps
 
@@ -31,15 +31,7 @@ def sample_crystals(
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             traj = model.sample(b, generator=gen, steps=steps, progress=lambda k, b=b: bar.update(k * b))
-            final = traj.final
-            Z, F, L = final.Z.cpu().numpy(), final.F.cpu().double().numpy(), final.L.cpu().double().numpy()
-            offset = 0
-            for i, na in enumerate(final.num_atoms.tolist()):
-                try:
-                    out.append(Crystal(Z=Z[offset : offset + na], F=F[offset : offset + na], L=L[i]))
-                except CrystalError:
-                    out.append(None)
-                offset += na
+            out.extend(traj.final.to_crystals(strict=False))
     return out
 
 
