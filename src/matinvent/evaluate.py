@@ -137,7 +137,8 @@ def evaluate_crystals(
     it = tqdm(crystals, desc="validity", disable=not progress)
     s_valid = [structure_valid(c) for c in it]
     c_valid = [composition_valid(c) for c in crystals]
-    readable = [c for c in crystals if c is not None]
+    readable_idx = [i for i, c in enumerate(crystals) if c is not None]
+    readable = [crystals[i] for i in readable_idx]
     uniq = unique_indices(readable) if readable else []
     ev = Evaluation(
         n_generated=n,
@@ -150,7 +151,7 @@ def evaluate_crystals(
     valid = [c for c, a, b in zip(crystals, s_valid, c_valid, strict=True) if a and b]
     if reference:
         ev.n_reference = len(reference)
-        valid_unique = [readable[i] for i in uniq if structure_valid(readable[i]) and composition_valid(readable[i])]
+        valid_unique = [readable[i] for i in uniq if s_valid[readable_idx[i]] and c_valid[readable_idx[i]]]
         if valid_unique:
             ev.novelty = sum(novel_mask(valid_unique, reference)) / len(valid_unique)
         if valid:
