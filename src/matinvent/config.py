@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 0
+    init_from: str | None = None  # a prior checkpoint folder whose weights start the run (new optimiser/schedule)
 
 
 @dataclass

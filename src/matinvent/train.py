@@ -15,8 +15,8 @@ import torch
 from tqdm import tqdm
 
 from matinvent.batch import CrystalBatch
-from matinvent.checkpoint import save_prior
-from matinvent.config import PretrainConfig, to_dict
+from matinvent.checkpoint import load_prior, save_prior
+from matinvent.config import ConfigError, PretrainConfig, to_dict
 from matinvent.crystal import Crystal
 from matinvent.crystal_diffusion import CrystalDiffusion
 from matinvent.datasets import load_arrays, read_cdvae_csv, save_arrays
@@ -50,6 +50,23 @@ def load_training_data(
     save_arrays(train, train_cache)
     save_arrays(val, val_cache)
     return train, val
+
+
+def _init_weights(model: CrystalDiffusion, checkpoint_dir: str | Path) -> None:
+    """Copy a prior's weights into ``model``; its architecture must match the config being trained."""
+    start = load_prior(checkpoint_dir)
+    if start.denoiser_config != model.denoiser_config or start.config.timesteps != model.config.timesteps:
+        raise ConfigError(
+            f"train.init_from: {checkpoint_dir} was built with model {start.denoiser_config} and "
+            f"{start.config.timesteps} timesteps; the config asks for {model.denoiser_config} and "
+            f"{model.config.timesteps}"
+        )
+    hist = model.natoms_prob.clone()
+    try:
+        model.load_state_dict(start.state_dict())
+    except RuntimeError as exc:
+        raise ConfigError(f"train.init_from: {checkpoint_dir} does not fit the configured model: {exc}") from exc
+    model.natoms_prob.copy_(hist)  # the histogram comes from this run's training data
 
 
 def natoms_histogram(crystals: list[Crystal], max_atoms: int) -> torch.Tensor:
@@ -98,6 +115,8 @@ def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, res
     torch.manual_seed(cfg.train.seed)
     model = CrystalDiffusion(cfg.model, cfg.diffusion)
     model.set_natoms_histogram(natoms_histogram(train, cfg.diffusion.max_atoms))
+    if cfg.train.init_from and not (resume and state_path.exists()):
+        _init_weights(model, cfg.train.init_from)
     model.to(device)
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
