@@ -1,4 +1,4 @@
-"""The ``matinvent`` command line: pretrain, sample, evaluate."""
+"""The ``matinvent`` command line: pretrain, sample, evaluate, score, tasks."""
 
 from __future__ import annotations
 
@@ -61,6 +61,56 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from matinvent.rewards import load_task
+    from matinvent.scoring import Scorer, read_structures, scores_table
+
+    task = load_task(args.task)
+    ids, crystals = read_structures(args.path)
+    relax_kw = {"model": args.mlip_model} if args.relax == "mlip" else {}
+    scorer = Scorer(task, relax=args.relax, **relax_kw)
+    tables = []
+    with tqdm(total=len(crystals), desc=f"score {task.name}", unit="structure") as bar:
+        for start in range(0, len(crystals), args.batch_size):
+            chunk = crystals[start : start + args.batch_size]
+            scores = scorer(chunk)
+            tables.append(scores_table(ids[start : start + len(chunk)], scores.structures, scores))
+            bar.update(len(chunk))
+    import pandas as pd
+
+    table = pd.concat(tables, ignore_index=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    n_failed = int(table[task.properties].isna().any(axis=1).sum())
+    print(
+        f"{len(table)} structures, {int(table['hit'].sum())} hits ({task.window_text()}), "
+        f"mean reward {table['reward'].mean():.3f}, {n_failed} failed; wrote {out}"
+    )
+    return 0
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from matinvent.oracles import builtin_oracles
+    from matinvent.rewards import builtin_tasks, load_task
+
+    units = {name: unit for name, (_, unit, _) in builtin_oracles().items()}
+    rows = []
+    for name in builtin_tasks():
+        task = load_task(name)
+        windows = "; ".join(f"{t.prop} {t.window()} {units.get(t.prop, '')}".strip() for t in task.targets)
+        rows.append((name, task.reduce, windows))
+    w = max(len(r[0]) for r in rows)
+    print(f"{'task':<{w}}  reduce  window (a hit lies inside every window)")
+    for name, reduce, windows in rows:
+        print(f"{name:<{w}}  {reduce:<6}  {windows}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="matinvent", description="Goal-directed crystal design with RL-tuned diffusion.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -95,17 +145,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reference", help="CDVAE-style CSV for novelty and Wasserstein distances")
     q.add_argument("--reference-limit", type=int, help="use only the first rows of the reference CSV")
     q.set_defaults(func=_cmd_evaluate)
+
+    q = sub.add_parser("score", help="properties, reward and hit of each structure for a task -> CSV")
+    q.add_argument("path", help="folder of CIF files, an .extxyz file or a CDVAE .csv[.gz]")
+    q.add_argument("--task", required=True, help="shipped task name (see 'matinvent tasks') or a task YAML file")
+    q.add_argument("--relax", choices=["mlip"], help="relax with an MLIP first; its energies/EOS/elastic tensor")
+    q.add_argument("--mlip-model", default="sevennet-0", help="MLIP for --relax mlip: sevennet-0 or chgnet")
+    q.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
+    q.add_argument("--batch-size", type=int, default=64, help="structures per oracle batch")
+    q.set_defaults(func=_cmd_score)
+
+    q = sub.add_parser("tasks", help="list the shipped tasks and their windows")
+    q.set_defaults(func=_cmd_tasks)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from matinvent.config import ConfigError
     from matinvent.crystal import CrystalError
+    from matinvent.oracles import OracleError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CrystalError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (ConfigError, CrystalError, OracleError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"matinvent {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,82 @@
+"""A user's own program as an oracle: write each structure to a file, run the command, read one number.
+
+The command is a list of arguments (or a string split with ``shlex``) in which ``{input}`` is
+replaced by the path of the structure file (CIF or extxyz). The program prints the property as
+the last non-empty line of its standard output. A non-zero exit, a timeout or output that is not
+a number gives NaN for that structure; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matinvent.oracles.base import Oracle, log
+
+FORMATS = ("cif", "extxyz")
+
+
+class CommandOracle(Oracle):
+    """Runs ``command`` once per structure (``{input}`` = the structure file) with a timeout in seconds."""
+
+    batch_size = 1
+
+    def __init__(
+        self,
+        name: str,
+        command: str | list[str],
+        unit: str = "",
+        timeout: float = 600.0,
+        file_format: str = "cif",
+        description: str = "",
+    ) -> None:
+        argv = shlex.split(command) if isinstance(command, str) else list(command)
+        if not argv:
+            raise ValueError(f"oracle '{name}': empty command")
+        if not any("{input}" in a for a in argv):
+            raise ValueError(f"oracle '{name}': the command must contain '{{input}}' (the structure file)")
+        if file_format not in FORMATS:
+            raise ValueError(f"oracle '{name}': file_format must be one of {FORMATS}, got {file_format!r}")
+        if not timeout > 0:
+            raise ValueError(f"oracle '{name}': timeout must be > 0 seconds, got {timeout}")
+        self.name, self.unit, self.argv = name, unit, argv
+        self.timeout, self.file_format = float(timeout), file_format
+        self.description = description or f"user command: {' '.join(argv)}"
+
+    def evaluate(self, structures: list[Any]) -> np.ndarray:
+        return np.array([self._run_one(s) for s in structures])
+
+    def _run_one(self, structure: Any) -> float:
+        with tempfile.TemporaryDirectory(prefix="matinvent-oracle-") as tmp:
+            path = Path(tmp) / f"structure.{self.file_format}"
+            if self.file_format == "cif":
+                structure.to(filename=str(path))
+            else:
+                from pymatgen.io.ase import AseAtomsAdaptor
+
+                AseAtomsAdaptor.get_atoms(structure).write(str(path), format="extxyz")
+            argv = [a.replace("{input}", str(path)) for a in self.argv]
+            try:
+                proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, cwd=tmp)
+            except subprocess.TimeoutExpired:
+                log.warning("oracle '%s': timed out after %.0f s", self.name, self.timeout)
+                return math.nan
+            except OSError as exc:
+                log.warning("oracle '%s': could not run %s: %s", self.name, argv[0], exc)
+                return math.nan
+        if proc.returncode != 0:
+            log.warning("oracle '%s': exit code %d: %s", self.name, proc.returncode, proc.stderr.strip()[-300:])
+            return math.nan
+        lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
+        try:
+            value = float(lines[-1])
+        except (IndexError, ValueError):
+            log.warning("oracle '%s': output is not a number: %r", self.name, proc.stdout[-200:])
+            return math.nan
+        return value if math.isfinite(value) else math.nan
