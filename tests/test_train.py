@@ -172,3 +172,24 @@ def test_accepted_val_size_zero_trains_or_is_rejected(tmp_path, tiny_data):
         assert "data.val_size" in str(exc)
         return
     assert (pretrain(tiny_data, cfg, tmp_path / "out") / "model.safetensors").is_file()
+
+
+def test_init_from_starts_from_a_checkpoints_weights(tmp_path, tiny_data, run4):
+    cfg = tiny_config(max_steps=0 + 1)
+    cfg.train.lr = 1e-12  # one step with a negligible learning rate: the weights stay those loaded
+    cfg.train.warmup_steps = 1
+    cfg.train.init_from = str(run4 / "checkpoint")
+    out = pretrain(tiny_data, cfg, tmp_path / "warm")
+    start, end = weights(run4), load_file(str(out / "model.safetensors"))
+    for k in start:
+        torch.testing.assert_close(end[k], start[k], rtol=0, atol=1e-6)
+
+
+def test_init_from_rejects_a_different_architecture(tmp_path, tiny_data, run4):
+    from matinvent.config import ConfigError
+
+    cfg = tiny_config()
+    cfg.model.hidden = 32
+    cfg.train.init_from = str(run4 / "checkpoint")
+    with pytest.raises(ConfigError, match="train.init_from"):
+        pretrain(tiny_data, cfg, tmp_path / "bad")
