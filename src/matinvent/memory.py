@@ -1,0 +1,117 @@
+"""Run memory: every sampled crystal of an optimisation run in ``RUN_DIR/memory.sqlite``.
+
+Table ``crystals``: one row per sampled crystal (valid or not), committed the moment its batch
+is scored, so that a run killed at any point loses nothing already paid for. Columns:
+``id, run_id, method, iteration, idx`` (position in the iteration's batch), ``formula``
+(reduced), ``cif``, ``valid`` (0/1: passed the structure/composition checks and was sent to
+the oracles), ``failed`` (an oracle returned NaN), one REAL column per task property (named as
+its oracle), ``reward``, ``filtered_reward`` (after the diversity filter), ``hit`` (0/1),
+``created`` (Unix time).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+FIXED = ("run_id", "method", "iteration", "idx", "formula", "cif", "valid", "failed")
+SCORES = ("reward", "filtered_reward", "hit")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class CrystalRecord:
+    """One sampled crystal as stored; ``properties`` holds NaN/None where not evaluated."""
+
+    run_id: str
+    method: str
+    iteration: int
+    idx: int
+    formula: str
+    cif: str
+    valid: bool
+    failed: bool
+    properties: dict[str, float | None]
+    reward: float
+    filtered_reward: float
+    hit: bool
+
+
+class Memory:
+    """SQLite store of a run's crystals (``RUN_DIR/memory.sqlite``)."""
+
+    def __init__(self, path: str | Path, properties: Sequence[str]) -> None:
+        for p in properties:
+            if not _NAME.match(p) or p in FIXED + SCORES + ("id", "created"):
+                raise ValueError(f"property name {p!r} cannot be a memory column")
+        self.path = Path(path)
+        self.properties = list(properties)
+        self.conn = sqlite3.connect(str(self.path))
+        prop_cols = "".join(f', "{p}" REAL' for p in self.properties)
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS crystals (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, method TEXT, "
+            "iteration INTEGER, idx INTEGER, formula TEXT, cif TEXT, valid INTEGER, failed INTEGER"
+            f"{prop_cols}, reward REAL, filtered_reward REAL, hit INTEGER, created REAL, "
+            "UNIQUE(run_id, iteration, idx))"
+        )
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(crystals)")}
+        missing = [p for p in self.properties if p not in have]
+        if missing:
+            raise ValueError(f"{self.path} was written for other properties (missing columns {missing})")
+        self.conn.commit()
+
+    def add(self, records: Iterable[CrystalRecord]) -> None:
+        """Insert a batch in one transaction (committed before returning)."""
+        cols = [*FIXED, *(f'"{p}"' for p in self.properties), *SCORES, "created"]
+        sql = f"INSERT INTO crystals ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        now = time.time()
+        rows = []
+        for r in records:
+            props = [_real(r.properties.get(p)) for p in self.properties]
+            rows.append(
+                (r.run_id, r.method, r.iteration, r.idx, r.formula, r.cif, int(r.valid), int(r.failed), *props)
+                + (float(r.reward), float(r.filtered_reward), int(r.hit), now)
+            )
+        with self.conn:
+            self.conn.executemany(sql, rows)
+
+    def iteration_rows(self, run_id: str, iteration: int) -> dict[int, dict[str, Any]]:
+        """Rows already stored for one iteration, by ``idx`` (used when resuming a killed run)."""
+        cur = self.conn.execute(
+            "SELECT * FROM crystals WHERE run_id = ? AND iteration = ? ORDER BY idx", (run_id, iteration)
+        )
+        names = [d[0] for d in cur.description]
+        return {row[names.index("idx")]: dict(zip(names, row, strict=True)) for row in cur}
+
+    def delete_after(self, run_id: str, iteration: int) -> None:
+        with self.conn:
+            self.conn.execute("DELETE FROM crystals WHERE run_id = ? AND iteration > ?", (run_id, iteration))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM crystals ORDER BY id", self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _real(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if v != v else v  # NaN is stored as NULL
+
+
+def read_memory(run_dir: str | Path) -> pd.DataFrame:
+    """All rows of ``RUN_DIR/memory.sqlite`` as a DataFrame (NULL properties become NaN)."""
+    path = Path(run_dir) / "memory.sqlite"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} has no memory.sqlite (not a matinvent optimize run?)")
+    with sqlite3.connect(str(path)) as conn:
+        return pd.read_sql_query("SELECT * FROM crystals ORDER BY id", conn)
