@@ -20,12 +20,28 @@ from matinvent.denoiser import DenoiserConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-DEFAULT_PRIOR = "mp20_small"
+DEFAULT_PRIOR = "mp20_base"  # best sample quality (matinvent sample)
+FAST_PRIOR = "mp20_small"  # 4x fewer parameters: the default for RL on a CPU (matinvent optimize)
 
 
-def default_checkpoint_path() -> Path:
-    """The prior bundled inside the package."""
-    return Path(str(resources.files("matinvent") / "checkpoints" / DEFAULT_PRIOR))
+def bundled_priors() -> list[str]:
+    root = Path(str(resources.files("matinvent") / "checkpoints"))
+    return sorted(p.name for p in root.iterdir() if (p / CONFIG).exists())
+
+
+def default_checkpoint_path(name: str = DEFAULT_PRIOR) -> Path:
+    """A prior bundled inside the package (default: the best-quality one)."""
+    return Path(str(resources.files("matinvent") / "checkpoints" / name))
+
+
+def resolve_checkpoint(name_or_path: str | Path | None, default: str = DEFAULT_PRIOR) -> Path:
+    """A checkpoint folder from a path, a bundled prior's name (``mp20_base``, ``mp20_small``) or ``None``."""
+    if name_or_path is None:
+        return default_checkpoint_path(default)
+    path = Path(name_or_path)
+    if not path.exists() and str(name_or_path) in bundled_priors():
+        return default_checkpoint_path(str(name_or_path))
+    return path
 
 
 def save_prior(model: CrystalDiffusion, directory: str | Path, info: dict[str, Any] | None = None) -> Path:
@@ -48,11 +64,14 @@ def save_prior(model: CrystalDiffusion, directory: str | Path, info: dict[str, A
 
 
 def load_prior(directory: str | Path | None = None, device: str | torch.device = "cpu") -> CrystalDiffusion:
-    """Rebuild a prior from a checkpoint folder (default: the bundled one)."""
-    directory = Path(directory) if directory is not None else default_checkpoint_path()
+    """Rebuild a prior from a checkpoint folder or bundled prior name (default: the bundled ``mp20_base``)."""
+    directory = resolve_checkpoint(directory)
     cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
     if not cfg_path.exists() or not w_path.exists():
-        raise FileNotFoundError(f"{directory} is not a matinvent checkpoint (needs {CONFIG} and {WEIGHTS})")
+        raise FileNotFoundError(
+            f"{directory} is not a matinvent checkpoint (needs {CONFIG} and {WEIGHTS}; "
+            f"bundled priors: {', '.join(bundled_priors())})"
+        )
     try:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
@@ -75,5 +94,5 @@ def load_prior(directory: str | Path | None = None, device: str | torch.device =
 
 
 def checkpoint_info(directory: str | Path | None = None) -> dict[str, Any]:
-    directory = Path(directory) if directory is not None else default_checkpoint_path()
+    directory = resolve_checkpoint(directory)
     return json.loads((directory / CONFIG).read_text()).get("info", {})

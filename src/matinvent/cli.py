@@ -25,12 +25,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from matinvent.checkpoint import default_checkpoint_path, load_prior
+    from matinvent.checkpoint import load_prior, resolve_checkpoint
     from matinvent.sampling import sample_crystals, write_samples
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    ckpt = args.checkpoint or default_checkpoint_path()
+    ckpt = resolve_checkpoint(args.checkpoint)
     model = load_prior(ckpt, device=args.device)
     crystals = sample_crystals(model, args.n, seed=args.seed, steps=args.steps, batch_size=args.batch_size)
     steps = args.steps or model.config.sample_steps or model.config.timesteps
@@ -111,6 +111,34 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    from matinvent.rl import load_rl_config, optimize
+    from matinvent.rl.loop import check_method
+
+    check_method(args.method)
+    cfg = load_rl_config(args.config)
+    for key in ("prior", "device", "threads"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    summary = optimize(args.task, args.method, args.budget, args.seed, args.out, cfg, resume=args.resume)
+    burden = f"{summary['burden']:.2f}" if summary["burden"] is not None else f"n/a ({summary['hits']} hits)"
+    print(
+        f"{summary['method']} on {summary['task']}: {summary['evaluations']} evaluations, {summary['hits']} hits, "
+        f"Burden {burden}, diversity ratio {summary['diversity_ratio']:.3f}; run folder {args.out}"
+    )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from matinvent.report import write_report
+
+    path = write_report([Path(d) for d in args.runs], Path(args.out) if args.out else None, top=args.top)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="matinvent", description="Goal-directed crystal design with RL-tuned diffusion.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -154,6 +182,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
     q.add_argument("--batch-size", type=int, default=64, help="structures per oracle batch")
     q.set_defaults(func=_cmd_score)
+
+    q = sub.add_parser("optimize", help="RL fine-tuning of the prior toward a task (resumable run folder)")
+    q.add_argument("--task", required=True, help="shipped task name (see 'matinvent tasks') or a task YAML file")
+    q.add_argument(
+        "--method", default="matinvent", help="matinvent | reinforce | hill-climb | prior | weighted-denoising"
+    )
+    q.add_argument("--budget", type=int, required=True, help="oracle evaluations to spend")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", required=True, help="run folder (memory.sqlite, metrics.csv, checkpoint.pt, summary.json)")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out (after a crash or kill)")
+    q.add_argument("--config", help="YAML with optimisation settings (see configs/optimize.yaml)")
+    q.add_argument("--prior", help="prior checkpoint folder or bundled name (default mp20_small)")
+    q.add_argument("--device", help="cpu or cuda")
+    q.add_argument("--threads", type=int, help="torch CPU threads (0 = torch default)")
+    q.set_defaults(func=_cmd_optimize)
+
+    q = sub.add_parser("report", help="curves (PNG) and a markdown summary of one or more optimize runs")
+    q.add_argument("runs", nargs="+", help="run folders")
+    q.add_argument("--out", help="output folder (default: the run folder, or ./report for several runs)")
+    q.add_argument("--top", type=int, default=10, help="top candidates listed per run")
+    q.set_defaults(func=_cmd_report)
 
     q = sub.add_parser("tasks", help="list the shipped tasks and their windows")
     q.set_defaults(func=_cmd_tasks)

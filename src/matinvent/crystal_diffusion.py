@@ -89,7 +89,7 @@ class Transition:
     A_next: torch.Tensor
     F_next: torch.Tensor
     L_next: torch.Tensor
-    params: TransitionParams
+    params: TransitionParams | None = None  # the sampler's; None for transitions rebuilt from storage
 
 
 @dataclass
@@ -104,6 +104,22 @@ class TransitionParams:
     std_L: float
     mean_A: torch.Tensor
     std_A: float
+
+
+@dataclass
+class NoisedBatch:
+    """Forward-noised training inputs at times t (B,) and their regression targets."""
+
+    t: torch.Tensor
+    A_t: torch.Tensor
+    F_t: torch.Tensor
+    L_t: torch.Tensor
+    eps_L: torch.Tensor
+    eps_A: torch.Tensor
+    target_F: torch.Tensor
+    Z: torch.Tensor
+    batch: torch.Tensor
+    num_atoms: torch.Tensor
 
 
 @dataclass
@@ -173,8 +189,8 @@ class CrystalDiffusion(nn.Module):
         return self.predict(A, F, L, tt, batch, num_atoms)
 
     # --- training ------------------------------------------------------------------------
-    def loss(self, crystals: CrystalBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Eq. (5) + (8) + (11): ε-MSE on L and A, λ_t-normalised score matching on F."""
+    def noise(self, crystals: CrystalBatch, generator: torch.Generator | None = None) -> NoisedBatch:
+        """Draw t and the forward noise for a batch of clean crystals (the training inputs/targets)."""
         dev, dtype = crystals.L.device, crystals.L.dtype
         B = crystals.num_graphs
         T = self.config.timesteps
@@ -193,17 +209,45 @@ class CrystalDiffusion(nn.Module):
         sig = self.sigma.sigmas.to(dev, dtype)[t_atom].view(-1, 1)
         F_t = wrap(crystals.F + sig * randn(*crystals.F.shape))
         target_F = wrapped_normal_score(F_t, crystals.F, sig) / self.sigma_norm.to(dtype)[t_atom - 1].sqrt().view(-1, 1)
-        eps_L_hat, s_F_hat, eps_A_hat, logits = self.predict(
-            A_t, F_t, L_t, t, crystals.batch, crystals.num_atoms, return_type_logits=True
-        )
-        loss_L = Fn.mse_loss(eps_L_hat, eps_L)
-        loss_F = Fn.mse_loss(s_F_hat, target_F)
-        loss_A = Fn.mse_loss(eps_A_hat, eps_A)
+        return NoisedBatch(t, A_t, F_t, L_t, eps_L, eps_A, target_F, crystals.Z, crystals.batch, crystals.num_atoms)
+
+    def predict_noised(self, nb: NoisedBatch):
+        """(ε̂_L, ŝ_F, ε̂_A, type logits or None) for a noised batch."""
+        return self.predict(nb.A_t, nb.F_t, nb.L_t, nb.t, nb.batch, nb.num_atoms, return_type_logits=True)
+
+    def loss(
+        self, crystals: CrystalBatch, generator: torch.Generator | None = None, per_crystal: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Eq. (5) + (8) + (11): ε-MSE on L and A, λ_t-normalised score matching on F.
+
+        Scalars averaged over all entries of the batch, or with ``per_crystal`` (B,) tensors
+        averaged within each crystal.
+        """
+        nb = self.noise(crystals, generator)
+        return self.loss_of(nb, self.predict_noised(nb), per_crystal)
+
+    def loss_of(self, nb: NoisedBatch, pred, per_crystal: bool = False) -> dict[str, torch.Tensor]:
+        """The loss terms of predictions ``pred`` (from :meth:`predict_noised`) against ``nb``'s targets."""
+        eps_L_hat, s_F_hat, eps_A_hat, logits = pred
         c = self.config
+        if per_crystal:
+            B = nb.L_t.shape[0]
+            n = nb.num_atoms.to(eps_L_hat.dtype)
+            loss_L = ((eps_L_hat - nb.eps_L) ** 2).flatten(1).mean(-1)
+            loss_F = scatter_sum(((s_F_hat - nb.target_F) ** 2).sum(-1), nb.batch, B) / (3 * n)
+            loss_A = scatter_sum(((eps_A_hat - nb.eps_A) ** 2).sum(-1), nb.batch, B) / (self.n_types * n)
+        else:
+            loss_L = Fn.mse_loss(eps_L_hat, nb.eps_L)
+            loss_F = Fn.mse_loss(s_F_hat, nb.target_F)
+            loss_A = Fn.mse_loss(eps_A_hat, nb.eps_A)
         total = c.cost_lattice * loss_L + c.cost_coord * loss_F + c.cost_type * loss_A
         out = {"loss": total, "loss_lattice": loss_L, "loss_coord": loss_F, "loss_type": loss_A}
         if logits is not None and c.cost_type_ce > 0:
-            out["loss_type_ce"] = Fn.cross_entropy(logits, crystals.Z - 1)
+            if per_crystal:
+                ce = Fn.cross_entropy(logits, nb.Z - 1, reduction="none")
+                out["loss_type_ce"] = scatter_sum(ce, nb.batch, nb.L_t.shape[0]) / nb.num_atoms.to(ce.dtype)
+            else:
+                out["loss_type_ce"] = Fn.cross_entropy(logits, nb.Z - 1)
             out["loss"] = total + c.cost_type_ce * out["loss_type_ce"]
         return out
 
@@ -300,12 +344,7 @@ def _per_crystal(x: torch.Tensor, batch: torch.Tensor, B: int) -> torch.Tensor:
     return scatter_sum(x.flatten(1).sum(-1), batch, B)
 
 
-def transition_log_prob(
-    model: CrystalDiffusion, tr: Transition, batch: torch.Tensor, num_atoms: torch.Tensor
-) -> torch.Tensor:
-    """(B,) log p_θ(F_mid, M_{t_prev} | M_t) of the stored action under ``model`` (differentiable)."""
-    p = model.transition_params(tr, batch, num_atoms)
-    B = tr.L.shape[0]
+def _log_prob_of(p: TransitionParams, tr: Transition, batch: torch.Tensor, B: int) -> torch.Tensor:
     lp = _per_crystal(wrapped_normal_log_prob(tr.F_mid, p.mean_F_corr, p.std_F_corr), batch, B)
     if p.std_F > 0:
         lp = lp + _per_crystal(wrapped_normal_log_prob(tr.F_next, p.mean_F, p.std_F), batch, B)
@@ -316,18 +355,7 @@ def transition_log_prob(
     return lp
 
 
-def transition_kl(
-    model: CrystalDiffusion, prior: CrystalDiffusion, tr: Transition, batch: torch.Tensor, num_atoms: torch.Tensor
-) -> torch.Tensor:
-    """(B,) KL(p_model(·|M_t) ‖ p_prior(·|M_t)) summed over the stochastic sub-steps of ``tr``.
-
-    Both sub-steps are evaluated on the stored states (M_t and M_mid). For F the two means are
-    compared through their periodic difference wrapped into [−½, ½).
-    """
-    p = model.transition_params(tr, batch, num_atoms)
-    with torch.no_grad():
-        q = prior.transition_params(tr, batch, num_atoms)
-    B = tr.L.shape[0]
+def _kl_of(p: TransitionParams, q: TransitionParams, batch: torch.Tensor, B: int) -> torch.Tensor:
     zero = torch.zeros_like(p.mean_F)
     kl = _per_crystal(gaussian_kl_same_std(wrap_centered(p.mean_F_corr - q.mean_F_corr), zero, p.std_F_corr), batch, B)
     if p.std_F > 0:
@@ -337,3 +365,39 @@ def transition_kl(
     if p.std_A > 0:
         kl = kl + _per_crystal(gaussian_kl_same_std(p.mean_A, q.mean_A, p.std_A), batch, B)
     return kl
+
+
+def transition_log_prob(
+    model: CrystalDiffusion, tr: Transition, batch: torch.Tensor, num_atoms: torch.Tensor
+) -> torch.Tensor:
+    """(B,) log p_θ(F_mid, M_{t_prev} | M_t) of the stored action under ``model`` (differentiable)."""
+    return _log_prob_of(model.transition_params(tr, batch, num_atoms), tr, batch, tr.L.shape[0])
+
+
+def transition_kl(
+    model: CrystalDiffusion, prior: CrystalDiffusion, tr: Transition, batch: torch.Tensor, num_atoms: torch.Tensor
+) -> torch.Tensor:
+    """(B,) KL(p_model(·|M_t) ‖ p_prior(·|M_t)) summed over the stochastic sub-steps of ``tr``.
+
+    Both sub-steps are evaluated on the stored states (M_t and M_mid). For F the two means are
+    compared through their periodic difference wrapped into [−½, ½).
+    """
+    return transition_log_prob_and_kl(model, prior, tr, batch, num_atoms)[1]
+
+
+def transition_log_prob_and_kl(
+    model: CrystalDiffusion,
+    prior: CrystalDiffusion | None,
+    tr: Transition,
+    batch: torch.Tensor,
+    num_atoms: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Both of the above from one evaluation of ``model`` (KL is None without a prior)."""
+    p = model.transition_params(tr, batch, num_atoms)
+    B = tr.L.shape[0]
+    logp = _log_prob_of(p, tr, batch, B)
+    if prior is None:
+        return logp, None
+    with torch.no_grad():
+        q = prior.transition_params(tr, batch, num_atoms)
+    return logp, _kl_of(p, q, batch, B)

@@ -19,6 +19,7 @@ from matinvent.crystal import Crystal, CrystalError
 from matinvent.rewards import Task
 
 RELAX_CHOICES = ("mlip",)
+MLIP_PROPERTIES = ("formation_energy", "bulk_modulus", "shear_modulus")  # taken from the MLIP with relax="mlip"
 
 
 @dataclass
@@ -85,15 +86,17 @@ class Scorer:
         self.task = task
         self.relax = relax
         self.relaxer = None
+        self.on_input: set[str] = set()  # properties computed from the input structures (the MLIP's own cache)
         built = dict(oracles or {})
         if relax == "mlip":
-            from matinvent.oracles.mlip import MLIP_PROPERTIES, mlip_oracles
+            from matinvent.oracles.mlip import mlip_oracles
 
             mlip = mlip_oracles(**relax_kw)
-            self.relaxer = next(iter(mlip.values())).relaxer
+            self.relaxer = mlip["formation_energy"].relaxer
             for prop in task.properties:
                 if prop in MLIP_PROPERTIES and prop not in task.oracles and prop not in built:
                     built[prop] = mlip[prop]
+                    self.on_input.add(prop)
         for prop, oracle in task.build_oracles(skip=set(built)).items():
             built[prop] = oracle
         self.oracles = built
@@ -102,11 +105,17 @@ class Scorer:
         from matinvent.oracles import as_structures
 
         structs = as_structures(structures)
-        if self.relaxer is not None:
-            structs = [r.structure for r in self.relaxer.relax(structs)]
-        values = {prop: self.oracles[prop](structs) for prop in self.task.properties}
+        relaxed = structs
+        if self.relaxer is not None:  # relax once (cached); other properties are computed on the relaxed cells
+            ok = [i for i, s in enumerate(structs) if s is not None]
+            relaxed = [None] * len(structs)
+            for i, r in zip(ok, self.relaxer.relax([structs[i] for i in ok]), strict=True):
+                relaxed[i] = r.structure
+        values = {
+            prop: self.oracles[prop](structs if prop in self.on_input else relaxed) for prop in self.task.properties
+        }
         reward, hit, failed = self.task.rewards(values)
-        return Scores(values=values, reward=reward, hit=hit, failed=failed, structures=structs)
+        return Scores(values=values, reward=reward, hit=hit, failed=failed, structures=relaxed)
 
 
 def scores_table(ids: list[str], structures: list[Any], scores: Scores) -> pd.DataFrame:

@@ -1,0 +1,87 @@
+"""The optimisation config: one typed dataclass, validated at load with errors naming the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from matinvent.config import ConfigError, from_dict
+
+METHODS = ("matinvent", "reinforce", "hill-climb", "prior", "weighted-denoising")
+VALIDITY = ("full", "structure", "none")
+
+
+@dataclass
+class RLConfig:
+    """Knobs of ``matinvent optimize`` (defaults: the paper's where it gives them)."""
+
+    prior: str = "mp20_small"  # checkpoint folder or bundled prior name (mp20_small: fast on a CPU)
+    batch_size: int = 32  # crystals sampled per iteration
+    sample_steps: int | None = None  # reverse steps per sample (the MDP's T); None = the prior's default
+    validity: str = "full"  # which crystals reach the oracles: full (structure + SMACT) | structure | none
+    lr: float = 1e-5
+    epochs: int = 1  # optimiser steps per iteration (policy-gradient methods)
+    grad_clip: float = 1.0
+    alpha: float = 1.0  # policy-gradient weight
+    beta: float = 1.0  # reward-weighted KL weight
+    lam: float = 1.1  # λ, slightly above the maximum reward
+    kl_steps: int = 10  # K of T steps drawn per trajectory and update (0 = all T)
+    topk_ratio: float = 0.5  # fraction of the batch kept for the update (matinvent, weighted-denoising)
+    replay_size: int = 100
+    replay_per_iter: int = 10
+    replay_min_reward: float = 0.1
+    df_tol: int = 3
+    df_buff: int = 6
+    hc_top_ratio: float = 0.4  # hill climbing: fraction of the batch fine-tuned on
+    hc_epochs: int = 4
+    wd_prior_weight: float = 1.0  # weighted-denoising: weight of the MSE pull toward the prior's predictions
+    device: str = "cpu"
+    threads: int = 0
+    n_hits: int = 100  # Burden's n
+    diversity_budget: int = 3000  # Diversity ratio's b
+
+
+def validate(cfg: RLConfig) -> RLConfig:
+    positive = ("batch_size", "lr", "epochs", "grad_clip", "lam", "hc_epochs", "n_hits", "diversity_budget")
+    for key in positive:
+        if not getattr(cfg, key) > 0:
+            raise ConfigError(f"config key '{key}' must be > 0, got {getattr(cfg, key)}")
+    for key in ("alpha", "beta", "kl_steps", "replay_size", "replay_per_iter", "wd_prior_weight", "threads"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {getattr(cfg, key)}")
+    for key in ("topk_ratio", "hc_top_ratio"):
+        if not 0 < getattr(cfg, key) <= 1:
+            raise ConfigError(f"config key '{key}' must be in (0, 1], got {getattr(cfg, key)}")
+    if not 0 <= cfg.df_tol < cfg.df_buff:
+        raise ConfigError(f"config keys 'df_tol' < 'df_buff' must hold (got {cfg.df_tol}, {cfg.df_buff})")
+    if cfg.sample_steps is not None and cfg.sample_steps < 1:
+        raise ConfigError(f"config key 'sample_steps' must be >= 1, got {cfg.sample_steps}")
+    if cfg.validity not in VALIDITY:
+        raise ConfigError(f"config key 'validity' must be one of {', '.join(VALIDITY)}, got {cfg.validity!r}")
+    if not 0 <= cfg.replay_min_reward < 1:
+        raise ConfigError(f"config key 'replay_min_reward' must be in [0, 1), got {cfg.replay_min_reward}")
+    return cfg
+
+
+def rl_config_from_dict(data: Any) -> RLConfig:
+    return validate(from_dict(RLConfig, data))
+
+
+def load_rl_config(path: str | Path | None) -> RLConfig:
+    """Read and validate an optimisation YAML (``None``: defaults)."""
+    if path is None:
+        return validate(RLConfig())
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return rl_config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

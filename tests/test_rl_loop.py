@@ -1,0 +1,161 @@
+"""The shared optimisation loop on a tiny prior: exact resumption, fail-fast validation, methods, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from matinvent.checkpoint import save_prior
+from matinvent.cli import main
+from matinvent.config import ConfigError
+from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
+from matinvent.denoiser import DenoiserConfig
+from matinvent.memory import read_memory
+from matinvent.oracles import Oracle
+from matinvent.rewards import task_from_dict
+from matinvent.rl import METHODS, RLConfig, optimize
+from matinvent.scoring import Scorer
+
+TASK = task_from_dict({"name": "light", "properties": {"light": {"target": "above", "threshold": 0.75, "ramp": 0.75}}})
+
+
+class LightFraction(Oracle):
+    """Toy property: the fraction of atoms with Z ≤ 50 (counts its calls)."""
+
+    name, unit = "light", ""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def evaluate(self, structures):
+        self.calls += len(structures)
+        return [np.mean([site.specie.Z <= 50 for site in s]) for s in structures]
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    torch.manual_seed(0)
+    model = CrystalDiffusion(
+        DenoiserConfig(hidden=16, layers=1, n_freq=4, time_dim=16),
+        DiffusionConfig(timesteps=20, max_atoms=5, sample_steps=6),
+    )
+    counts = torch.ones(6, dtype=torch.float64)
+    counts[:2] = 0.0
+    model.set_natoms_histogram(counts)
+    return save_prior(model, tmp_path_factory.mktemp("prior") / "tiny")
+
+
+def config(prior, **kw) -> RLConfig:
+    base = dict(prior=str(prior), batch_size=6, validity="none", lr=1e-3, kl_steps=2, threads=1, replay_per_iter=2)
+    return RLConfig(**{**base, **kw})
+
+
+def run(prior, out, method="matinvent", budget=18, oracle=None, **kw):
+    oracle = oracle or LightFraction()
+    scorer = Scorer(TASK, oracles={"light": oracle})
+    return optimize(TASK, method, budget, 0, out, config(prior, **kw), scorer=scorer, progress=False), oracle
+
+
+def rows(out) -> pd.DataFrame:
+    return read_memory(out).drop(columns=["id", "created"])
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_prior, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    summary, oracle = run(tiny_prior, out)
+    return out, summary, oracle
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("event", ["scored", "checkpoint"])
+def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_prior, tmp_path, full_run, event):
+    full_out, full_summary, full_oracle = full_run
+
+    def kill(ev, iteration):
+        if ev == event and iteration == 1:
+            raise Killed
+
+    out = tmp_path / "run"
+    oracle = LightFraction()
+    scorer = Scorer(TASK, oracles={"light": oracle})
+    with pytest.raises(Killed):
+        optimize(TASK, "matinvent", 18, 0, out, config(tiny_prior), scorer=scorer, progress=False, callback=kill)
+    with pytest.raises(FileExistsError, match="--resume"):
+        optimize(TASK, "matinvent", 18, 0, out, config(tiny_prior), scorer=scorer, progress=False)
+    summary = optimize(TASK, "matinvent", 18, 0, out, config(tiny_prior), scorer=scorer, progress=False, resume=True)
+    a, b = rows(full_out), rows(out)
+    pd.testing.assert_frame_equal(a.drop(columns=["run_id"]), b.drop(columns=["run_id"]))
+    assert oracle.calls == full_oracle.calls  # nothing was evaluated twice
+    for key in ("evaluations", "hits", "diversity_ratio", "iterations"):
+        assert summary[key] == full_summary[key], key
+    ma, mb = pd.read_csv(full_out / "metrics.csv"), pd.read_csv(out / "metrics.csv")
+    pd.testing.assert_frame_equal(ma.drop(columns=["seconds", "elapsed"]), mb.drop(columns=["seconds", "elapsed"]))
+
+
+def test_memory_and_summary_contents(full_run):
+    out, summary, oracle = full_run
+    df = read_memory(out)
+    assert summary["evaluations"] == 18 == int(df["valid"].sum()) == oracle.calls
+    assert {"formula", "cif", "light", "reward", "filtered_reward", "hit", "valid", "iteration", "method"} <= set(df)
+    assert set(df["method"]) == {"matinvent"} and df["run_id"].nunique() == 1
+    assert df["iteration"].max() + 1 == summary["iterations"] >= 3
+    assert ((df["light"] >= 0.75) == (df["hit"] == 1)).all()
+    for key in ("evaluations", "hits", "burden", "diversity_ratio", "task", "method", "seed"):
+        assert key in summary
+    assert summary["burden"] is None and summary["hits"] == df.loc[df["hit"] == 1, "formula"].nunique()
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["task"] == "light" and saved["method"] == "matinvent"
+    assert (out / "agent" / "model.safetensors").exists()
+
+
+def test_budget_is_never_exceeded(tiny_prior, tmp_path):
+    summary, oracle = run(tiny_prior, tmp_path / "r", budget=8)
+    assert summary["evaluations"] == 8 == oracle.calls
+
+
+def test_bad_inputs_fail_before_any_sampling(tiny_prior, tmp_path):
+    oracle = LightFraction()
+    scorer = Scorer(TASK, oracles={"light": oracle})
+    with pytest.raises(ConfigError, match="unknown method 'ppo'"):
+        optimize(TASK, "ppo", 10, 0, tmp_path / "a", config(tiny_prior), scorer=scorer)
+    with pytest.raises(ConfigError, match="unknown task"):
+        optimize("no_such_task", "matinvent", 10, 0, tmp_path / "b", config(tiny_prior), scorer=scorer)
+    with pytest.raises(ConfigError, match="'topk_ratio'"):
+        optimize(TASK, "matinvent", 10, 0, tmp_path / "c", config(tiny_prior, topk_ratio=1.5), scorer=scorer)
+    with pytest.raises(ConfigError, match="budget"):
+        optimize(TASK, "matinvent", 0, 0, tmp_path / "d", config(tiny_prior), scorer=scorer)
+    with pytest.raises(FileNotFoundError, match="not a matinvent checkpoint"):
+        optimize(TASK, "matinvent", 10, 0, tmp_path / "e", config(tmp_path / "nowhere"), scorer=scorer)
+    assert oracle.calls == 0
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "matinvent"])
+def test_every_method_runs_through_the_shared_loop(tiny_prior, tmp_path, method):
+    summary, _ = run(tiny_prior, tmp_path / method, method=method, budget=12)
+    assert summary["method"] == method and summary["evaluations"] == 12
+    metrics = pd.read_csv(tmp_path / method / "metrics.csv")
+    trains = method != "prior"
+    assert math.isnan(metrics["loss"].iloc[0]) != trains or method == "reinforce"
+    agent = torch.load(tmp_path / method / "checkpoint.pt", weights_only=True)["agent"]
+    from safetensors.torch import load_file
+
+    prior = load_file(str(tiny_prior / "model.safetensors"))
+    changed = any(not torch.equal(agent[k], prior[k]) for k in prior)
+    assert changed == trains or (method == "reinforce" and metrics["reward_mean"].max() == 0)
+
+
+def test_optimize_cli_validates_before_running(tmp_path, capsys):
+    assert main(["optimize", "--task", "density", "--method", "ppo", "--budget", "5", "--out", str(tmp_path)]) == 2
+    assert "unknown method 'ppo'" in capsys.readouterr().err
+    assert main(["optimize", "--task", "nope", "--budget", "5", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err

@@ -1,0 +1,130 @@
+"""The diversity filter, the replay buffer, the running metrics and K-of-T step subsampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from matinvent.crystal_diffusion import transition_log_prob
+from matinvent.metrics import RunningMetrics
+from matinvent.rl.config import RLConfig
+from matinvent.rl.diversity import DiversityFilter
+from matinvent.rl.methods import MatInvent, top_indices
+from matinvent.rl.replay import ReplayBuffer
+from matinvent.rl.trajectories import CrystalTrajectory, split_trajectory, stack_step
+
+
+def test_diversity_filter_matches_the_linear_decay_formula():
+    df = DiversityFilter(tol=3, buff=6)
+    # the 8 evaluations of one formula see Occ = 0..7 earlier evaluations
+    out = df(["NaCl"] * 8, [0.9] * 8)
+    expected = [0.9, 0.9, 0.9, 0.9, 0.9 * 2 / 3, 0.9 * 1 / 3, 0.0, 0.0]
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+    # another formula is unaffected; counts persist across calls
+    np.testing.assert_allclose(df(["MgO", "NaCl"], [0.5, 1.0]), [0.5, 0.0])
+    assert df.saturated() == {"NaCl"}
+    df2 = DiversityFilter(tol=1, buff=5)
+    df2.load_state_dict(df.state_dict())
+    assert (df2.tol, df2.buff, df2.counts) == (3, 6, df.counts)
+
+
+def test_diversity_filter_factor_at_the_edges():
+    df = DiversityFilter(tol=3, buff=6)
+    assert [df.factor(o) for o in (0, 3, 4, 5, 6, 9)] == [1.0, 1.0, 2 / 3, 1 / 3, 0.0, 0.0]
+    with pytest.raises(ValueError, match="tol < buff"):
+        DiversityFilter(tol=6, buff=6)
+
+
+def _traj(seed: int, n: int = 2, steps: int = 3) -> CrystalTrajectory:
+    g = torch.Generator().manual_seed(seed)
+    return CrystalTrajectory(
+        A=torch.randn(steps + 1, n, 5, generator=g),
+        F=torch.rand(steps + 1, n, 3, generator=g),
+        L=torch.randn(steps + 1, 3, 3, generator=g),
+        F_mid=torch.rand(steps, n, 3, generator=g),
+    )
+
+
+def test_replay_buffer_rules(tmp_path):
+    buf = ReplayBuffer(tmp_path / "replay", size=3, min_reward=0.1)
+    assert not buf.add("a", "NaCl", 0.1, _traj(0))  # reward must exceed min_reward
+    assert buf.add("b", "NaCl", 0.5, _traj(1))
+    assert not buf.add("c", "NaCl", 0.4, _traj(2))  # one entry per formula: the best
+    assert buf.add("d", "NaCl", 0.7, _traj(3))
+    assert buf.add("e", "MgO", 0.3, _traj(4)) and buf.add("f", "KCl", 0.2, _traj(5))
+    assert not buf.add("g", "LiF", 0.15, _traj(6))  # full and worse than every entry
+    assert buf.add("h", "LiF", 0.25, _traj(7))  # full: evicts the lowest (KCl 0.2)
+    assert {f: e.reward for f, e in buf.entries.items()} == {"NaCl": 0.7, "MgO": 0.3, "LiF": 0.25}
+    buf.purge({"MgO", "CsCl"})
+    assert set(buf.entries) == {"NaCl", "LiF"}
+    # files of dropped entries survive until the buffer state has been checkpointed
+    assert (tmp_path / "replay" / "e.safetensors").exists()
+    buf.collect_garbage()
+    assert sorted(p.name for p in (tmp_path / "replay").iterdir()) == ["d.safetensors", "h.safetensors"]
+    drawn = buf.sample(10, np.random.default_rng(0))
+    assert sorted(e.formula for e, _ in drawn) == ["LiF", "NaCl"]
+    entry, traj = next((e, t) for e, t in drawn if e.formula == "NaCl")
+    assert torch.equal(traj.A, _traj(3).A)
+    restored = ReplayBuffer(tmp_path / "replay")
+    restored.load_state_dict(buf.state_dict())
+    assert restored.entries == buf.entries and restored.size == 3
+
+
+def test_running_metrics_burden_and_diversity():
+    m = RunningMetrics(n_hits=2, diversity_budget=4)
+    m.add_many([(False, "X", False), (True, "A", True), (True, "A", True), (True, "B", False)])
+    assert (m.samples, m.evaluations, m.hits, m.burden) == (4, 3, 1, None)
+    assert m.evals_per_hit == 3.0 and m.diversity_ratio == pytest.approx(2 / 3)
+    m.add(True, "C", True)  # second distinct hit at the 4th evaluation
+    assert m.burden == 2.0 and m.diversity_ratio_at_budget == pytest.approx(3 / 4)
+    m.add(True, "D", True)
+    assert m.burden == 2.0 and m.diversity_ratio == pytest.approx(3 / 4)  # frozen at the budget
+    assert RunningMetrics.from_state_dict(m.state_dict()) == m
+
+
+def test_top_indices_only_among_mask():
+    scores = np.array([0.9, 0.1, 0.8, 0.95, 0.5])
+    mask = np.array([True, True, True, False, True])
+    assert top_indices(scores, mask, 2) == [0, 2]
+
+
+@pytest.fixture()
+def sampled(make_model):
+    model = make_model(timesteps=20, dtype=torch.float32)
+    traj = model.sample(3, generator=torch.Generator().manual_seed(0), steps=8, return_trajectory=True)
+    return model, traj
+
+
+def test_split_and_restack_reproduce_the_sampled_transitions(sampled):
+    model, traj = sampled
+    trajs = split_trajectory(traj)
+    ts = [tr.t for tr in traj.transitions]
+    for s, orig in enumerate(traj.transitions):
+        tr, batch, num_atoms = stack_step(trajs, s, ts)
+        assert (tr.t, tr.t_prev) == (orig.t, orig.t_prev)
+        for name in ("A", "F", "L", "F_mid", "A_next", "F_next", "L_next"):
+            assert torch.equal(getattr(tr, name), getattr(orig, name)), name
+        torch.testing.assert_close(
+            transition_log_prob(model, tr, batch, num_atoms), transition_log_prob(model, orig, traj.batch, num_atoms)
+        )
+
+
+def test_k_of_t_subsampling_is_unbiased(sampled):
+    model, traj = sampled
+    trajs = split_trajectory(traj)
+    ts = [tr.t for tr in traj.transitions]
+    with torch.no_grad():
+        per_step = torch.stack([transition_log_prob(model, *stack_step(trajs, s, ts)) for s in range(len(ts))])
+    full = per_step.sum(0)  # (B,) the exact Σ_t log p
+    method = MatInvent(RLConfig(kl_steps=3), model, model, ts, None, torch.Generator().manual_seed(0))
+    draws = []
+    for _ in range(4000):
+        steps = method.draw_steps()
+        assert len(steps) == 3 and len(set(steps)) == 3
+        draws.append(len(ts) / len(steps) * per_step[steps].sum(0))
+    draws = torch.stack(draws)
+    mean, sem = draws.mean(0), draws.std(0) / len(draws) ** 0.5
+    assert torch.all((mean - full).abs() < 5 * sem + 1e-6), (mean, full, sem)
+    # a single draw is not the full sum (the estimator really subsamples)
+    assert not torch.allclose(draws[0], full)
