@@ -120,9 +120,31 @@ def test_from_dict_builds_nested_dataclasses():
     assert dataclasses.is_dataclass(cfg.model) and cfg.model.hidden == 8 and cfg.train.seed == 3
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_are_valid(path):
+RL_CONFIGS = ("optimize.yaml", "rl_benchmark.yaml")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sorted((REPO / "configs").glob("*.yaml")) if p.name not in RL_CONFIGS],
+    ids=lambda p: p.name,
+)
+def test_shipped_pretrain_configs_are_valid(path):
     assert isinstance(load_pretrain_config(path), PretrainConfig)
+
+
+@pytest.mark.parametrize("name", RL_CONFIGS)
+def test_shipped_optimize_configs_are_valid(name):
+    from matinvent.rl import RLConfig, load_rl_config
+
+    assert isinstance(load_rl_config(REPO / "configs" / name), RLConfig)
+
+
+def test_optimize_config_defaults_file_matches_the_dataclass():
+    import dataclasses
+
+    from matinvent.rl import RLConfig, load_rl_config
+
+    assert dataclasses.asdict(load_rl_config(REPO / "configs" / "optimize.yaml")) == dataclasses.asdict(RLConfig())
 
 
 def test_plain_scientific_notation_is_a_number(tmp_path):
