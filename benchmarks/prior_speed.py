@@ -4,7 +4,7 @@ Each measurement runs in a fresh process so that its peak resident memory is its
 
     python benchmarks/prior_speed.py [--checkpoint DIR] [--threads 2]
 
-Prints a table and writes benchmarks/results/prior_speed.json.
+Prints a table and writes benchmarks/results/prior_speed_<checkpoint>_<threads>threads.json.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def main() -> None:
 
     import torch
 
-    from matinvent.checkpoint import checkpoint_info, default_checkpoint_path
+    from matinvent.checkpoint import checkpoint_info, resolve_checkpoint
 
     rows = []
     full = _run(_sampling, args.checkpoint, args.threads, args.n_full, None)
@@ -128,7 +128,7 @@ def main() -> None:
             "threads": args.threads,
             "torch": torch.__version__,
         },
-        "checkpoint": args.checkpoint or str(default_checkpoint_path()),
+        "checkpoint": str(resolve_checkpoint(args.checkpoint)),
         "checkpoint_info": checkpoint_info(args.checkpoint),
         "sample_full": full,
         "sample_respaced": resp,
@@ -136,8 +136,9 @@ def main() -> None:
         "command": "python benchmarks/prior_speed.py" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else ""),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "prior_speed.json").write_text(json.dumps(out, indent=2))
-    print(f"wrote {RESULTS / 'prior_speed.json'}")
+    path = RESULTS / f"prior_speed_{resolve_checkpoint(args.checkpoint).name}_{args.threads}threads.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ class RLConfig:
     batch_size: int = 32  # crystals sampled per iteration
     sample_steps: int | None = None  # reverse steps per sample (the MDP's T); None = the prior's default
     validity: str = "full"  # which crystals reach the oracles: full (structure + SMACT) | structure | none
-    lr: float = 1e-5
-    epochs: int = 1  # optimiser steps per iteration (policy-gradient methods)
+    lr: float = 5e-4  # Adam; tuned on the density task with mp20_small on a CPU (few iterations per run)
+    epochs: int = 2  # optimiser steps per iteration (policy-gradient and weighted-denoising methods)
     grad_clip: float = 1.0
     alpha: float = 1.0  # policy-gradient weight
     beta: float = 1.0  # reward-weighted KL weight
