@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from rl_toy import TASK, LightFraction
 
 from matinvent.checkpoint import save_prior
 from matinvent.cli import main
@@ -20,21 +21,6 @@ from matinvent.oracles import Oracle
 from matinvent.rewards import task_from_dict
 from matinvent.rl import METHODS, RLConfig, optimize
 from matinvent.scoring import Scorer
-
-TASK = task_from_dict({"name": "light", "properties": {"light": {"target": "above", "threshold": 0.75, "ramp": 0.75}}})
-
-
-class LightFraction(Oracle):
-    """Toy property: the fraction of atoms with Z ≤ 50 (counts its calls)."""
-
-    name, unit = "light", ""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def evaluate(self, structures):
-        self.calls += len(structures)
-        return [np.mean([site.specie.Z <= 50 for site in s]) for s in structures]
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +85,31 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_prior, tmp_path, f
         assert summary[key] == full_summary[key], key
     ma, mb = pd.read_csv(full_out / "metrics.csv"), pd.read_csv(out / "metrics.csv")
     pd.testing.assert_frame_equal(ma.drop(columns=["seconds", "elapsed"]), mb.drop(columns=["seconds", "elapsed"]))
+
+
+def test_run_killed_with_sigkill_resumes_to_the_same_rows(tiny_prior, tmp_path, full_run):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    full_out, full_summary, full_oracle = full_run
+    out = tmp_path / "run"
+    script = Path(__file__).with_name("rl_toy.py")
+    proc = subprocess.run([sys.executable, str(script), str(tiny_prior), str(out), "18", "2"], capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]  # killed by SIGKILL after iteration 2 was scored
+    assert read_memory(out)["iteration"].max() == 2 and not (out / "summary.json").exists()
+    oracle = LightFraction()
+    scorer = Scorer(TASK, oracles={"light": oracle})
+    optimize(TASK, "matinvent", 18, 0, out, config(tiny_prior), scorer=scorer, progress=False, resume=True)
+    pd.testing.assert_frame_equal(rows(full_out).drop(columns=["run_id"]), rows(out).drop(columns=["run_id"]))
+    assert oracle.calls == full_oracle.calls - int(read_memory(out).query("iteration <= 2")["valid"].sum())
+
+
+def test_report_cli_on_a_run(full_run, tmp_path):
+    out, _, _ = full_run
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "matinvent" in text and (tmp_path / "rep" / "reward.png").exists()
 
 
 def test_memory_and_summary_contents(full_run):

@@ -1,0 +1,49 @@
+"""A toy oracle/task and a runner used by the RL tests, importable from a subprocess (kill -9 test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import numpy as np
+
+from matinvent.oracles import Oracle
+from matinvent.rewards import task_from_dict
+
+TASK = task_from_dict({"name": "light", "properties": {"light": {"target": "above", "threshold": 0.75, "ramp": 0.75}}})
+
+
+class LightFraction(Oracle):
+    """Toy property: the fraction of atoms with Z ≤ 50 (counts its calls)."""
+
+    name, unit = "light", ""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def evaluate(self, structures):
+        self.calls += len(structures)
+        return [np.mean([site.specie.Z <= 50 for site in s]) for s in structures]
+
+
+def kill_self_after_scoring(iteration: int):
+    """A callback that SIGKILLs this process right after iteration ``iteration`` is committed to memory."""
+
+    def callback(event: str, it: int) -> None:
+        if event == "scored" and it == iteration:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return callback
+
+
+if __name__ == "__main__":  # python rl_toy.py PRIOR OUT BUDGET KILL_AT
+    from matinvent.rl import RLConfig, optimize
+    from matinvent.scoring import Scorer
+
+    prior, out, budget, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    cfg = RLConfig(prior=prior, batch_size=6, validity="none", lr=1e-3, kl_steps=2, threads=1, replay_per_iter=2)
+    scorer = Scorer(TASK, oracles={"light": LightFraction()})
+    optimize(
+        TASK, "matinvent", budget, 0, out, cfg, scorer=scorer, progress=False, callback=kill_self_after_scoring(kill_at)
+    )
