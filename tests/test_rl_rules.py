@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,27 @@ def test_k_of_t_subsampling_is_unbiased(sampled):
     assert torch.all((mean - full).abs() < 5 * sem + 1e-6), (mean, full, sem)
     # a single draw is not the full sum (the estimator really subsamples)
     assert not torch.allclose(draws[0], full)
+
+
+def test_matinvent_loss_is_the_papers_formula(sampled):
+    """With K = T, the optimised loss equals mean_j[−α r_j Σ_t log p + β (λ − r_j) Σ_t KL] exactly."""
+    from matinvent.crystal_diffusion import transition_kl
+
+    model, traj = sampled
+    prior = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    trajs = split_trajectory(traj)
+    ts = [tr.t for tr in traj.transitions]
+    r = np.array([0.2, 0.9, 0.5])
+    cfg = RLConfig(kl_steps=0, alpha=0.7, beta=0.3, lam=1.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = MatInvent(cfg, model, prior, ts, opt, torch.Generator().manual_seed(0)).policy_step(trajs, r, use_kl=True)
+    with torch.no_grad():
+        logp = sum(transition_log_prob(model, *stack_step(trajs, s, ts)) for s in range(len(ts)))
+        kl = sum(transition_kl(model, prior, *stack_step(trajs, s, ts)) for s in range(len(ts)))
+    rt = torch.tensor(r, dtype=logp.dtype)
+    expected = (-0.7 * rt * logp + 0.3 * (1.1 - rt) * kl).mean()
+    assert stats["loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert stats["kl"] == pytest.approx(float(kl.mean()), rel=1e-5) and float(kl.mean()) > 0

@@ -81,6 +81,14 @@ class Method:
         raise NotImplementedError
 
     # --- shared pieces -------------------------------------------------------------------
+    def top_k_and_replay(self, rollout: Rollout, replay) -> tuple[list[CrystalTrajectory], np.ndarray]:
+        """The top ``topk_ratio`` of the batch by filtered reward, plus the replayed crystals."""
+        k = math.ceil(self.cfg.topk_ratio * len(rollout.crystals))
+        top = top_indices(rollout.filtered, rollout.evaluated, k)
+        trajs = [rollout.trajectories[i] for i in top] + [t for _, t in replay]
+        rewards = np.array([rollout.filtered[i] for i in top] + [e.reward for e, _ in replay], dtype=np.float64)
+        return trajs, rewards
+
     def draw_steps(self) -> list[int]:
         """K of the T reverse steps, without replacement (all T when kl_steps is 0 or ≥ T)."""
         T = len(self.ts)
@@ -130,15 +138,8 @@ class MatInvent(Method):
     uses_filter = True
     uses_replay = True
 
-    def selection(self, rollout: Rollout, replay) -> tuple[list[CrystalTrajectory], np.ndarray]:
-        k = math.ceil(self.cfg.topk_ratio * len(rollout.crystals))
-        top = top_indices(rollout.filtered, rollout.evaluated, k)
-        trajs = [rollout.trajectories[i] for i in top] + [t for _, t in replay]
-        rewards = np.array([rollout.filtered[i] for i in top] + [e.reward for e, _ in replay], dtype=np.float64)
-        return trajs, rewards
-
     def update(self, rollout, replay):
-        trajs, rewards = self.selection(rollout, replay)
+        trajs, rewards = self.top_k_and_replay(rollout, replay)
         return self.policy_step(trajs, rewards, use_kl=True)
 
 
@@ -176,7 +177,7 @@ class WeightedDenoising(Method):
     uses_replay = True
 
     def update(self, rollout, replay):
-        trajs, rewards = MatInvent.selection(self, rollout, replay)
+        trajs, rewards = self.top_k_and_replay(rollout, replay)
         keep = [i for i, r in enumerate(rewards) if r > 0]
         if not keep:
             return {}
