@@ -155,17 +155,21 @@ def _positive(cfg: PretrainConfig) -> None:
         raise ConfigError(f"config key 'train.ema_decay' must be in [0, 1), got {cfg.train.ema_decay}")
 
 
+def read_yaml(path: str | Path | None) -> Any:
+    """The contents of a YAML config file (``{}`` for ``None`` or an empty file); errors name the file."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
 def load_pretrain_config(path: str | Path | None) -> PretrainConfig:
     """Read and validate a pretraining YAML; ``None`` gives the defaults."""
-    data: Any = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    cfg = from_dict(PretrainConfig, data)
+    cfg = from_dict(PretrainConfig, read_yaml(path))
     _positive(cfg)
     return cfg

@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from matinvent.config import ConfigError, from_dict
+from matinvent.config import ConfigError, from_dict, read_yaml
 
 METHODS = ("matinvent", "reinforce", "hill-climb", "prior", "weighted-denoising")
 VALIDITY = ("full", "structure", "none")
@@ -72,15 +70,7 @@ def rl_config_from_dict(data: Any) -> RLConfig:
 
 def load_rl_config(path: str | Path | None) -> RLConfig:
     """Read and validate an optimisation YAML (``None``: defaults)."""
-    if path is None:
-        return validate(RLConfig())
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path)
     try:
         return rl_config_from_dict(data)
     except ConfigError as exc:

@@ -89,6 +89,14 @@ class Method:
         rewards = np.array([rollout.filtered[i] for i in top] + [e.reward for e, _ in replay], dtype=np.float64)
         return trajs, rewards
 
+    def optimizer_step(self, loss: torch.Tensor) -> float:
+        """One clipped Adam step on ``loss``; returns its value."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        return float(loss.detach())
+
     def draw_steps(self) -> list[int]:
         """K of the T reverse steps, without replacement (all T when kl_steps is 0 or ≥ T)."""
         T = len(self.ts)
@@ -162,12 +170,7 @@ class HillClimb(Method):
         batch = CrystalBatch.from_crystals([rollout.crystals[i] for i in top]).to(self.cfg.device)
         total = 0.0
         for _ in range(self.cfg.hc_epochs):
-            self.opt.zero_grad(set_to_none=True)
-            loss = self.agent.loss(batch, generator=self.gen)["loss"]
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.grad_clip)
-            self.opt.step()
-            total += float(loss.detach()) / self.cfg.hc_epochs
+            total += self.optimizer_step(self.agent.loss(batch, generator=self.gen)["loss"]) / self.cfg.hc_epochs
         return {"loss": total}
 
 
@@ -187,7 +190,6 @@ class WeightedDenoising(Method):
         c = self.agent.config
         stats = {"loss": 0.0, "kl": 0.0}
         for _ in range(self.cfg.epochs):
-            self.opt.zero_grad(set_to_none=True)
             nb = self.agent.noise(batch, self.gen)
             pred = self.agent.predict_noised(nb)
             with torch.no_grad():
@@ -198,11 +200,7 @@ class WeightedDenoising(Method):
                 + c.cost_coord * (pred[1] - ref[1]).pow(2).mean()
                 + c.cost_type * (pred[2] - ref[2]).pow(2).mean()
             )
-            loss = denoise + self.cfg.wd_prior_weight * pull
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.grad_clip)
-            self.opt.step()
-            stats["loss"] += float(loss.detach()) / self.cfg.epochs
+            stats["loss"] += self.optimizer_step(denoise + self.cfg.wd_prior_weight * pull) / self.cfg.epochs
             stats["kl"] += float(pull.detach()) / self.cfg.epochs  # the prior-pull term stands in for KL
         return stats
 
