@@ -203,3 +203,15 @@ def test_matinvent_raises_a_toy_reward_with_bounded_kl(tmp_path):
     assert after > before + 0.05, (before, after)
     kl = pd.read_csv(tmp_path / "metrics.csv")["kl"]
     assert np.isfinite(kl).all() and kl.max() < 1e5
+
+
+def test_a_run_that_never_gets_a_valid_crystal_stops_with_a_message(tiny_prior, tmp_path, monkeypatch):
+    import matinvent.rl.loop as loop
+
+    monkeypatch.setattr(loop, "validity_flags", lambda crystals, mode: np.zeros(len(crystals), dtype=bool))
+    oracle = LightFraction()
+    scorer = Scorer(TASK, oracles={"light": oracle})
+    cfg = config(tiny_prior)
+    with pytest.raises(RuntimeError, match="without a valid crystal"):
+        optimize(TASK, "prior", 10, 0, tmp_path, cfg, scorer=scorer, progress=False)
+    assert oracle.calls == 0 and (tmp_path / "checkpoint.pt").exists()

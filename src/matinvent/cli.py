@@ -122,9 +122,10 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
             setattr(cfg, key, getattr(args, key))
     summary = optimize(args.task, args.method, args.budget, args.seed, args.out, cfg, resume=args.resume)
     burden = f"{summary['burden']:.2f}" if summary["burden"] is not None else f"n/a ({summary['hits']} hits)"
+    div = summary["diversity_ratio"]
     print(
         f"{summary['method']} on {summary['task']}: {summary['evaluations']} evaluations, {summary['hits']} hits, "
-        f"Burden {burden}, diversity ratio {summary['diversity_ratio']:.3f}; run folder {args.out}"
+        f"Burden {burden}, diversity ratio {'n/a' if div is None else f'{div:.3f}'}; run folder {args.out}"
     )
     return 0
 
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CrystalError, OracleError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (ConfigError, CrystalError, OracleError, OSError, ValueError, RuntimeError) as exc:
         print(f"matinvent {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

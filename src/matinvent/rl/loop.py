@@ -53,6 +53,7 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 MEMORY = "memory.sqlite"
+MAX_EMPTY_ITERATIONS = 10  # consecutive iterations without a valid crystal before a run gives up
 
 
 def validity_flags(crystals: list[Crystal | None], mode: str) -> np.ndarray:
@@ -200,9 +201,11 @@ def optimize(
         total=budget, initial=min(metrics.evaluations, budget), unit="eval", disable=not progress, dynamic_ncols=True
     )
     bar.set_description(f"{method} on {task.name}")
+    empty = 0
     try:
         while metrics.evaluations < budget and (max_iterations is None or iteration < max_iterations):
             t0 = time.time()
+            before = metrics.evaluations
             row = _iteration(
                 iteration, cfg, task, run_id, method, runner, agent, ts, sample_gen, np_rng, scorer,
                 memory, dfilter, replay, metrics, budget, callback,
@@ -215,6 +218,12 @@ def optimize(
             save_checkpoint()
             if callback is not None:
                 callback("checkpoint", iteration)
+            empty = empty + 1 if metrics.evaluations == before else 0
+            if empty >= MAX_EMPTY_ITERATIONS:
+                raise RuntimeError(
+                    f"{empty} iterations in a row without a valid crystal: the agent has collapsed or the "
+                    f"'validity' setting rejects everything (run folder {out}, checkpoint kept)"
+                )
             bar.n = min(metrics.evaluations, budget)
             bar.set_postfix(hits=metrics.hits, reward=f"{row['reward_mean']:.3f}")
             bar.refresh()
