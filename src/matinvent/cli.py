@@ -73,19 +73,20 @@ def _cmd_score(args: argparse.Namespace) -> int:
     ids, crystals = read_structures(args.path)
     relax_kw = {"model": args.mlip_model} if args.relax == "mlip" else {}
     scorer = Scorer(task, relax=args.relax, **relax_kw)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tables = []
     with tqdm(total=len(crystals), desc=f"score {task.name}", unit="structure") as bar:
         for start in range(0, len(crystals), args.batch_size):
             chunk = crystals[start : start + args.batch_size]
             scores = scorer(chunk)
-            tables.append(scores_table(ids[start : start + len(chunk)], scores.structures, scores))
+            part = scores_table(ids[start : start + len(chunk)], scores.structures, scores)
+            part.to_csv(out, mode="w" if start == 0 else "a", header=start == 0, index=False)  # kept if we crash
+            tables.append(part)
             bar.update(len(chunk))
     import pandas as pd
 
     table = pd.concat(tables, ignore_index=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
     n_failed = int(table[task.properties].isna().any(axis=1).sum())
     print(
         f"{len(table)} structures, {int(table['hit'].sum())} hits ({task.window_text()}), "
