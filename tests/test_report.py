@@ -271,3 +271,13 @@ def test_without_matplotlib(runs, tmp_path, monkeypatch):
 def test_top_candidates_empty():
     df = pd.DataFrame(columns=["valid", "failed", "hit", "formula", "reward", "iteration", "cif"])
     assert top_candidates(df, 5).empty
+
+
+def test_in_progress_run_takes_task_and_seed_from_run_json(runs, tmp_path):
+    a, _ = runs
+    live = tmp_path / "live"
+    shutil.copytree(a, live)
+    (live / "summary.json").unlink()
+    (live / "run.json").write_text(json.dumps({"task": "density", "method": "reinforce", "seed": 4}))
+    md = write_report([live], tmp_path / "out_live", top=3).read_text()
+    assert _table_row(md, "live (in progress)")[1:4] == ["density", "reinforce", "4"]

@@ -16,7 +16,8 @@ Which folders are reportable:
   recomputed from the memory);
 - a run still in progress (``memory.sqlite`` + ``metrics.csv``, no ``summary.json``) is reported
   from ``metrics_from_memory`` and ``metrics.csv`` and marked "(in progress)"; its task, seed and
-  windows are unknown, shown as "?". A ``summary.json`` with ``"in_progress": true`` is marked too;
+  windows come from ``run.json`` when present, else they are shown as "?". A ``summary.json`` with
+  ``"in_progress": true`` is marked too;
 - anything else raises ``FileNotFoundError`` naming the folder and the missing file.
 
 A missing ``metrics.csv`` next to a ``summary.json`` only drops that run from the curves (warning).
@@ -128,6 +129,12 @@ def load_run(run_dir: str | Path) -> Run:
     in_progress = not sum_path.exists()
     summary: dict[str, Any] = json.loads(sum_path.read_text()) if not in_progress else {}
     in_progress = in_progress or bool(summary.get("in_progress"))
+    run_json = path / "run.json"  # written by optimize at the start: task, method, seed, windows of a live run
+    if run_json.exists():
+        started = json.loads(run_json.read_text())
+        for key in ("task", "method", "seed", "budget", "prior", "windows", "properties"):
+            if key in started:
+                summary.setdefault(key, started[key])
 
     derived = metrics_from_memory(memory).summary()
     derived["method"] = str(memory["method"].iloc[0]) if len(memory) else "?"
