@@ -9,7 +9,7 @@ The crystal graph is built exactly as the models were trained: every atom keeps 
 neighbours within 8 Å (periodic images included, stable sort by distance); atoms with fewer are
 padded with neighbour index 0 (the crystal's first atom) at distance 8 + 1 Å. Distances are
 expanded on Gaussians centred at 0, 0.2, …, 8.0 Å with width 0.2 Å: ``exp(-(d - μ)² / 0.2²)``.
-Many crystals go through one forward pass; atoms are mean-pooled per crystal with ``index_add_``.
+Many crystals go through one forward pass; atoms are mean-pooled per crystal (``matinvent.batch.scatter_mean``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from matinvent.batch import batch_index, scatter_mean
 from matinvent.oracles.base import Oracle
 
 RADIUS = 8.0  # Å, neighbour cutoff
@@ -170,8 +171,7 @@ class CGCNN(nn.Module):
         atom = self.embedding(graph.atom_fea)
         for conv in self.convs:
             atom = conv(atom, graph.nbr_fea, graph.nbr_idx)
-        pooled = atom.new_zeros(graph.n_crystals, atom.shape[1]).index_add_(0, graph.crystal, atom)
-        pooled = pooled / graph.n_atoms.to(atom.dtype).unsqueeze(1)
+        pooled = scatter_mean(atom, graph.crystal, graph.n_crystals)
         h = nn.functional.softplus(self.conv_to_fc(nn.functional.softplus(pooled)))
         for fc in self.fcs:
             h = nn.functional.softplus(fc(h))
@@ -316,7 +316,7 @@ def featurise(structures: list[Any], n_gauss: int = 41) -> CrystalGraph:
         atom_fea=table.features[torch.from_numpy(np.concatenate(zs))],
         nbr_fea=nbr_fea,
         nbr_idx=torch.from_numpy(np.concatenate(idxs)),
-        crystal=torch.repeat_interleave(torch.arange(len(counts)), n_atoms),
+        crystal=batch_index(n_atoms),
         n_atoms=n_atoms,
         valid=valid,
     )
