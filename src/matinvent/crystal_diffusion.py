@@ -344,27 +344,44 @@ def _per_crystal(x: torch.Tensor, batch: torch.Tensor, B: int) -> torch.Tensor:
     return scatter_sum(x.flatten(1).sum(-1), batch, B)
 
 
-def _log_prob_of(p: TransitionParams, tr: Transition, batch: torch.Tensor, B: int) -> torch.Tensor:
-    lp = _per_crystal(wrapped_normal_log_prob(tr.F_mid, p.mean_F_corr, p.std_F_corr), batch, B)
+def log_prob_terms(p: TransitionParams, tr: Transition, batch: torch.Tensor, B: int) -> dict[str, torch.Tensor]:
+    """(B,) log-density of a stored action per stochastic component (``F_corr``, ``F``, ``L``, ``A``).
+
+    Deterministic components (σ = 0, e.g. the last step) are left out.
+    """
+    terms = {"F_corr": _per_crystal(wrapped_normal_log_prob(tr.F_mid, p.mean_F_corr, p.std_F_corr), batch, B)}
     if p.std_F > 0:
-        lp = lp + _per_crystal(wrapped_normal_log_prob(tr.F_next, p.mean_F, p.std_F), batch, B)
+        terms["F"] = _per_crystal(wrapped_normal_log_prob(tr.F_next, p.mean_F, p.std_F), batch, B)
     if p.std_L > 0:
-        lp = lp + gaussian_log_prob(tr.L_next, p.mean_L, p.std_L).flatten(1).sum(-1)
+        terms["L"] = gaussian_log_prob(tr.L_next, p.mean_L, p.std_L).flatten(1).sum(-1)
     if p.std_A > 0:
-        lp = lp + _per_crystal(gaussian_log_prob(tr.A_next, p.mean_A, p.std_A), batch, B)
-    return lp
+        terms["A"] = _per_crystal(gaussian_log_prob(tr.A_next, p.mean_A, p.std_A), batch, B)
+    return terms
+
+
+def kl_terms(p: TransitionParams, q: TransitionParams, batch: torch.Tensor, B: int) -> dict[str, torch.Tensor]:
+    """(B,) KL(p ‖ q) per stochastic component; for F the means differ by their wrapped difference."""
+    zero = torch.zeros_like(p.mean_F)
+    terms = {
+        "F_corr": _per_crystal(
+            gaussian_kl_same_std(wrap_centered(p.mean_F_corr - q.mean_F_corr), zero, p.std_F_corr), batch, B
+        )
+    }
+    if p.std_F > 0:
+        terms["F"] = _per_crystal(gaussian_kl_same_std(wrap_centered(p.mean_F - q.mean_F), zero, p.std_F), batch, B)
+    if p.std_L > 0:
+        terms["L"] = gaussian_kl_same_std(p.mean_L, q.mean_L, p.std_L).flatten(1).sum(-1)
+    if p.std_A > 0:
+        terms["A"] = _per_crystal(gaussian_kl_same_std(p.mean_A, q.mean_A, p.std_A), batch, B)
+    return terms
+
+
+def _log_prob_of(p: TransitionParams, tr: Transition, batch: torch.Tensor, B: int) -> torch.Tensor:
+    return sum(log_prob_terms(p, tr, batch, B).values())
 
 
 def _kl_of(p: TransitionParams, q: TransitionParams, batch: torch.Tensor, B: int) -> torch.Tensor:
-    zero = torch.zeros_like(p.mean_F)
-    kl = _per_crystal(gaussian_kl_same_std(wrap_centered(p.mean_F_corr - q.mean_F_corr), zero, p.std_F_corr), batch, B)
-    if p.std_F > 0:
-        kl = kl + _per_crystal(gaussian_kl_same_std(wrap_centered(p.mean_F - q.mean_F), zero, p.std_F), batch, B)
-    if p.std_L > 0:
-        kl = kl + gaussian_kl_same_std(p.mean_L, q.mean_L, p.std_L).flatten(1).sum(-1)
-    if p.std_A > 0:
-        kl = kl + _per_crystal(gaussian_kl_same_std(p.mean_A, q.mean_A, p.std_A), batch, B)
-    return kl
+    return sum(kl_terms(p, q, batch, B).values())
 
 
 def transition_log_prob(
