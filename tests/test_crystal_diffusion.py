@@ -15,7 +15,7 @@ from matinvent.batch import CrystalBatch
 from matinvent.checkpoint import checkpoint_info, load_prior, save_prior
 from matinvent.config import ConfigError
 from matinvent.crystal import Crystal
-from matinvent.crystal_diffusion import transition_kl, transition_log_prob
+from matinvent.crystal_diffusion import kl_terms, log_prob_terms, transition_kl, transition_log_prob
 from matinvent.diffusion import respaced_timesteps, wrap_centered
 
 f64 = torch.float64
@@ -311,6 +311,25 @@ def test_kl_gradient_flows_to_model_only(model, traj):
     kl.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in other.denoiser.parameters())
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("index", [0, 10, 19])
+def test_component_terms_split_the_totals(model, traj, index):
+    """log_prob_terms / kl_terms name each stochastic component and add up to the totals."""
+    tr = traj.transitions[index]
+    other = perturbed(model, 1e-2)
+    p = other.transition_params(tr, traj.batch, traj.num_atoms)
+    q = model.transition_params(tr, traj.batch, traj.num_atoms)
+    lp, kl = log_prob_terms(p, tr, traj.batch, 3), kl_terms(p, q, traj.batch, 3)
+    expected = {"F_corr"} | {c for c, s in (("F", p.std_F), ("L", p.std_L), ("A", p.std_A)) if s > 0}
+    assert set(lp) == set(kl) == expected
+    assert (index == 19) == (expected == {"F_corr"})  # the last step is deterministic but for the corrector
+    torch.testing.assert_close(sum(lp.values()), transition_log_prob(other, tr, traj.batch, traj.num_atoms))
+    torch.testing.assert_close(sum(kl.values()), transition_kl(other, model, tr, traj.batch, traj.num_atoms))
+    assert all(bool(torch.all(v >= 0)) for v in kl.values())
+    ref_L = kl_divergence(Normal(p.mean_L, p.std_L), Normal(q.mean_L, p.std_L)).sum(dim=(1, 2)) if "L" in kl else None
+    if ref_L is not None:
+        torch.testing.assert_close(kl["L"], ref_L.detach())
 
 
 # --- checkpoints --------------------------------------------------------------------------------------------
