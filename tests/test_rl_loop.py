@@ -144,10 +144,12 @@ def test_bad_inputs_fail_before_any_sampling(tiny_prior, tmp_path):
         optimize(TASK, "matinvent", 10, 0, tmp_path / "c", config(tiny_prior, topk_ratio=1.5), scorer=scorer)
     with pytest.raises(ConfigError, match="budget"):
         optimize(TASK, "matinvent", 0, 0, tmp_path / "d", config(tiny_prior), scorer=scorer)
+    with pytest.raises(ConfigError, match="'baseline' must be one of none, batch, got 'mean'"):
+        optimize(TASK, "matinvent", 10, 0, tmp_path / "f", config(tiny_prior, baseline="mean"), scorer=scorer)
     with pytest.raises(FileNotFoundError, match="not a matinvent checkpoint"):
         optimize(TASK, "matinvent", 10, 0, tmp_path / "e", config(tmp_path / "nowhere"), scorer=scorer)
     assert oracle.calls == 0
-    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists() and not (tmp_path / "f").exists()
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "matinvent"])

@@ -154,3 +154,36 @@ def test_matinvent_loss_is_the_papers_formula(sampled):
     expected = (-0.7 * rt * logp + 0.3 * (1.1 - rt) * kl).mean()
     assert stats["loss"] == pytest.approx(float(expected), rel=1e-5)
     assert stats["kl"] == pytest.approx(float(kl.mean()), rel=1e-5) and float(kl.mean()) > 0
+
+
+def test_batch_baseline_subtracts_the_mean_reward_from_the_policy_weight_only(sampled):
+    """baseline: batch → loss = mean_j[−α (r_j − b) Σ_t log p + β (λ − r_j) Σ_t KL], b = the batch's mean reward."""
+    from matinvent.crystal_diffusion import transition_kl
+    from matinvent.rl.methods import Rollout
+
+    model, traj = sampled
+    prior = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    trajs = split_trajectory(traj)
+    ts = [tr.t for tr in traj.transitions]
+    r = np.array([0.2, 0.9, 0.4])
+    cfg = RLConfig(kl_steps=0, alpha=0.7, beta=0.3, lam=1.1, topk_ratio=1.0, baseline="batch")
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    method = MatInvent(cfg, model, prior, ts, opt, torch.Generator().manual_seed(0))
+    evaluated = np.array([True, True, True, False])  # the 4th crystal was invalid: not in the baseline
+    rollout = Rollout(
+        trajs + trajs[:1], [None] * 4, ["A", "B", "C", "D"], evaluated, np.r_[r, 0.0], np.r_[r, 0.0], list("abcd")
+    )
+    assert method.baseline(rollout.filtered[evaluated]) == pytest.approx(0.5)
+    stats = method.update(rollout, [])
+    with torch.no_grad():
+        logp = sum(transition_log_prob(model, *stack_step(trajs, s, ts)) for s in range(len(ts)))
+        kl = sum(transition_kl(model, prior, *stack_step(trajs, s, ts)) for s in range(len(ts)))
+    order = [1, 2, 0]  # top-k order: by reward, descending
+    rt = torch.tensor(r[order], dtype=logp.dtype)
+    expected = (-0.7 * (rt - 0.5) * logp[order] + 0.3 * (1.1 - rt) * kl[order]).mean()
+    assert stats["loss"] == pytest.approx(float(expected), rel=1e-5)
+    # the default (the paper's) has no baseline
+    assert MatInvent(RLConfig(), model, prior, ts, opt, torch.Generator()).baseline(r) == 0.0

@@ -10,6 +10,7 @@ from matinvent.config import ConfigError, from_dict, read_yaml
 
 METHODS = ("matinvent", "reinforce", "hill-climb", "prior", "weighted-denoising")
 VALIDITY = ("full", "structure", "none")
+BASELINES = ("none", "batch")
 
 
 @dataclass
@@ -24,6 +25,7 @@ class RLConfig:
     epochs: int = 2  # optimiser steps per iteration (policy-gradient and weighted-denoising methods)
     grad_clip: float = 1.0
     alpha: float = 1.0  # policy-gradient weight
+    baseline: str = "none"  # PG weight α·(r − b): none (b = 0, the paper) | batch (b = mean reward of the batch)
     beta: float = 1.0  # reward-weighted KL weight
     lam: float = 1.1  # λ, slightly above the maximum reward
     kl_steps: int = 10  # K of T steps drawn per trajectory and update (0 = all T)
@@ -57,6 +59,8 @@ def validate(cfg: RLConfig) -> RLConfig:
         raise ConfigError(f"config keys 'df_tol' < 'df_buff' must hold (got {cfg.df_tol}, {cfg.df_buff})")
     if cfg.sample_steps is not None and cfg.sample_steps < 1:
         raise ConfigError(f"config key 'sample_steps' must be >= 1, got {cfg.sample_steps}")
+    if cfg.baseline not in BASELINES:
+        raise ConfigError(f"config key 'baseline' must be one of {', '.join(BASELINES)}, got {cfg.baseline!r}")
     if cfg.validity not in VALIDITY:
         raise ConfigError(f"config key 'validity' must be one of {', '.join(VALIDITY)}, got {cfg.validity!r}")
     if not 0 <= cfg.replay_min_reward < 1:

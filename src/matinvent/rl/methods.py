@@ -4,7 +4,8 @@ Every method sees the same iteration (a :class:`Rollout`: trajectories, crystals
 the shared loop in :mod:`matinvent.rl.loop`; flags say whether the loop applies the diversity
 filter and the replay buffer for it.
 
-- ``matinvent``: top-k (filtered reward) + replay; −α·r·Σ log p + β·(λ − r)·Σ KL(agent ‖ prior);
+- ``matinvent``: top-k (filtered reward) + replay; −α·r·Σ log p + β·(λ − r)·Σ KL(agent ‖ prior)
+  (with ``baseline: batch`` the first weight is α·(r − b), b = the batch's mean filtered reward);
 - ``reinforce``: the policy-gradient term alone over the batch (no KL, replay or filter);
 - ``hill-climb``: ordinary denoising loss on the top 40 % of the batch, 4 epochs;
 - ``prior``: frozen, sample only;
@@ -103,12 +104,19 @@ class Method:
         K = T if self.cfg.kl_steps in (0, None) else min(self.cfg.kl_steps, T)
         return sorted(torch.randperm(T, generator=self.gen)[:K].tolist())
 
-    def policy_step(self, trajs: list[CrystalTrajectory], rewards: np.ndarray, use_kl: bool) -> dict[str, float]:
-        """``epochs`` optimiser steps on −α·r·Σ log p (+ β·(λ − r)·Σ KL), mean over trajectories."""
+    def baseline(self, rewards: np.ndarray) -> float:
+        """The policy gradient's b: 0 (``baseline: none``) or the mean of ``rewards`` (``batch``)."""
+        return float(np.mean(rewards)) if self.cfg.baseline == "batch" and len(rewards) else 0.0
+
+    def policy_step(
+        self, trajs: list[CrystalTrajectory], rewards: np.ndarray, use_kl: bool, baseline: float = 0.0
+    ) -> dict[str, float]:
+        """``epochs`` optimiser steps on −α·(r − b)·Σ log p (+ β·(λ − r)·Σ KL), mean over trajectories."""
         if not trajs:
             return {}
         cfg, dev = self.cfg, self.cfg.device
         r = torch.as_tensor(np.asarray(rewards, dtype=np.float32), device=dev)
+        adv = r - baseline
         T = len(self.ts)
         stats = {"loss": 0.0, "logp": 0.0, "kl": 0.0}
         for _ in range(cfg.epochs):
@@ -118,7 +126,7 @@ class Method:
             for s in steps:
                 tr, batch, num_atoms = stack_step(trajs, s, self.ts, dev)
                 logp, kl = transition_log_prob_and_kl(self.agent, self.prior if use_kl else None, tr, batch, num_atoms)
-                loss = -cfg.alpha * (r * logp)
+                loss = -cfg.alpha * (adv * logp)
                 if kl is not None:
                     loss = loss + cfg.beta * (cfg.lam - r) * kl
                     stats["kl"] += scale * float(kl.detach().mean()) / cfg.epochs
@@ -148,15 +156,18 @@ class MatInvent(Method):
 
     def update(self, rollout, replay):
         trajs, rewards = self.top_k_and_replay(rollout, replay)
-        return self.policy_step(trajs, rewards, use_kl=True)
+        b = self.baseline(rollout.filtered[rollout.evaluated])
+        return self.policy_step(trajs, rewards, use_kl=True, baseline=b)
 
 
 class Reinforce(Method):
     name = "reinforce"
 
     def update(self, rollout, replay):
-        idx = np.flatnonzero(rollout.evaluated & (rollout.reward > 0)).tolist()  # r = 0 adds no gradient
-        return self.policy_step([rollout.trajectories[i] for i in idx], rollout.reward[idx], use_kl=False)
+        b = self.baseline(rollout.reward[rollout.evaluated])
+        keep = rollout.evaluated if b else rollout.evaluated & (rollout.reward > 0)  # r − b = 0 adds no gradient
+        idx = np.flatnonzero(keep).tolist()
+        return self.policy_step([rollout.trajectories[i] for i in idx], rollout.reward[idx], use_kl=False, baseline=b)
 
 
 class HillClimb(Method):
