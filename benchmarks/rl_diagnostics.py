@@ -113,7 +113,7 @@ def geometry(db: Path, lo: int, hi: int) -> dict:
             d = s.distance_matrix + np.eye(len(s)) * 1e9
             ratio.append(float((d / (rad[:, None] + rad[None, :])).min()))
     return {
-        "iterations": f"{lo}-{hi - 1}",
+        "iterations": f"{lo}-{hi - 1}" if hi < 10**6 else f">= {lo}",
         "n": len(rows),
         "packing_median": float(np.median(packing)) if packing else float("nan"),
         "nn_ratio_median": float(np.median(ratio)) if ratio else float("nan"),

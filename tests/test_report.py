@@ -281,3 +281,14 @@ def test_in_progress_run_takes_task_and_seed_from_run_json(runs, tmp_path):
     (live / "run.json").write_text(json.dumps({"task": "density", "method": "reinforce", "seed": 4}))
     md = write_report([live], tmp_path / "out_live", top=3).read_text()
     assert _table_row(md, "live (in progress)")[1:4] == ["density", "reinforce", "4"]
+
+
+def test_overlay_styles_colour_by_method_and_dash_by_seed():
+    from matinvent.report import Run, _styles
+
+    def run(method: str) -> Run:
+        return Run(Path("."), method, {"method": method}, pd.DataFrame(), pd.DataFrame(), [])
+
+    st = _styles([run("prior"), run("matinvent"), run("prior"), run("matinvent"), run("prior")])
+    assert st[0]["color"] == st[2]["color"] == st[4]["color"] != st[1]["color"] == st[3]["color"]
+    assert [s["ls"] for s in st] == ["-", "-", "--", "--", ":"]

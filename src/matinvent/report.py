@@ -214,9 +214,26 @@ def _shade(ax: Any, windows: list[tuple[float, float]]) -> None:
     ax.set_ylim(y0, y1)
 
 
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _styles(runs: list[Run]) -> list[dict[str, str]]:
+    """One colour per method and one line style per run of that method (seeds), in run order."""
+    methods = [str(r.summary.get("method") or r.name) for r in runs]
+    colour = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(methods))}
+    seen: dict[str, int] = {}
+    out = []
+    for m in methods:
+        k = seen[m] = seen.get(m, -1) + 1
+        out.append({"color": colour[m], "ls": _LINESTYLES[k % len(_LINESTYLES)]})
+    return out
+
+
 def _plot(runs: list[Run], out_dir: Path) -> list[tuple[str, str]]:
     """Write the PNGs; returns ``(title, file name)`` pairs."""
     make = _figure_class()
+    style = _styles(runs)
+    alpha = 0.2 if len(runs) <= 4 else 0.07
     plotted = [(i, r) for i, r in enumerate(runs) if len(r.curves) and "evaluations" in r.curves]
     written: list[tuple[str, str]] = []
 
@@ -236,10 +253,10 @@ def _plot(runs: list[Run], out_dir: Path) -> list[tuple[str, str]]:
         if mean not in c or c[mean].isna().all():
             return False
         x, y = c["evaluations"].to_numpy(float), c[mean].to_numpy(float)
-        ax.plot(x, y, color=f"C{i}", marker="." if len(x) < 30 else None, label=run.label)
+        ax.plot(x, y, **style[i], marker="." if len(x) < 30 else None, label=run.label)
         if std in c:
             s = c[std].to_numpy(float)
-            ax.fill_between(x, y - s, y + s, color=f"C{i}", alpha=0.2, lw=0)
+            ax.fill_between(x, y - s, y + s, color=style[i]["color"], alpha=alpha, lw=0)
         return True
 
     fig = make(figsize=(6.4, 4.0))
@@ -253,7 +270,7 @@ def _plot(runs: list[Run], out_dir: Path) -> list[tuple[str, str]]:
     for i, r in plotted:
         if "hits" in r.curves:
             x, y = r.curves["evaluations"].to_numpy(float), r.curves["hits"].to_numpy(float)
-            ax.step(x, y, where="post", color=f"C{i}", label=r.label)
+            ax.step(x, y, where="post", **style[i], label=r.label)
     if ax.lines:
         if max(np.nanmax(line.get_ydata(), initial=0.0) for line in ax.lines) >= N_HITS / 2:
             ax.axhline(N_HITS, color="grey", ls="--", lw=0.8, label=f"{N_HITS} hits (Burden)")
