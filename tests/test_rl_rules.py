@@ -187,3 +187,36 @@ def test_batch_baseline_subtracts_the_mean_reward_from_the_policy_weight_only(sa
     assert stats["loss"] == pytest.approx(float(expected), rel=1e-5)
     # the default (the paper's) has no baseline
     assert MatInvent(RLConfig(), model, prior, ts, opt, torch.Generator()).baseline(r) == 0.0
+
+
+def test_pg_components_restrict_the_policy_gradient_to_the_chosen_log_prob_terms(sampled):
+    """pg_components: [A] → loss = mean_j[−α r_j Σ_t log p_A + β (λ − r_j) Σ_t KL(all components)]."""
+    from matinvent.crystal_diffusion import kl_terms, log_prob_terms
+
+    model, traj = sampled
+    prior = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    trajs = split_trajectory(traj)
+    ts = [tr.t for tr in traj.transitions]
+    r = np.array([0.2, 0.9, 0.5])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    logp_a = kl = 0.0
+    with torch.no_grad():
+        for s in range(len(ts)):
+            tr, batch, num_atoms = stack_step(trajs, s, ts)
+            pp, qq = model.transition_params(tr, batch, num_atoms), prior.transition_params(tr, batch, num_atoms)
+            logp_a = logp_a + log_prob_terms(pp, tr, batch, 3).get("A", torch.zeros(3))
+            kl = kl + sum(kl_terms(pp, qq, batch, 3).values())
+    assert bool(torch.all(logp_a != 0))  # the A terms are really there
+    rt = torch.tensor(r, dtype=torch.float32)
+    for comps, weight in ((["A"], 1.0), (["A", "L", "F", "F_corr"], None)):
+        cfg = RLConfig(kl_steps=0, alpha=0.7, beta=0.3, lam=1.1, pg_components=comps)
+        stats = MatInvent(cfg, model, prior, ts, opt, torch.Generator().manual_seed(0)).policy_step(trajs, r, True)
+        if weight is not None:
+            expected = (-0.7 * rt * logp_a + 0.3 * (1.1 - rt) * kl).mean()
+            assert stats["loss"] == pytest.approx(float(expected), rel=1e-5)
+            assert stats["logp"] == pytest.approx(float(logp_a.mean()), rel=1e-5)
+        else:  # all components: the full log-probability, which differs from the A part alone
+            assert stats["logp"] != pytest.approx(float(logp_a.mean()), rel=1e-3)

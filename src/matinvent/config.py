@@ -96,6 +96,11 @@ def _check_value(key: str, value: Any, typ: Any) -> Any:
         raise ConfigError(errors[0] if errors else f"config key '{key}' has an invalid value {value!r}")
     if dataclasses.is_dataclass(typ):
         return from_dict(typ, value, prefix=key + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        (item,) = typing.get_args(typ) or (Any,)
+        return [_check_value(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
     return value
 
 

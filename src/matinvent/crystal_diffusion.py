@@ -29,7 +29,7 @@ Sub-steps with zero standard deviation (the last step to t = 0) are deterministi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -344,6 +344,9 @@ def _per_crystal(x: torch.Tensor, batch: torch.Tensor, B: int) -> torch.Tensor:
     return scatter_sum(x.flatten(1).sum(-1), batch, B)
 
 
+COMPONENTS = ("F_corr", "F", "L", "A")  # stochastic parts of a transition: F corrector, F predictor, lattice, types
+
+
 def log_prob_terms(p: TransitionParams, tr: Transition, batch: torch.Tensor, B: int) -> dict[str, torch.Tensor]:
     """(B,) log-density of a stored action per stochastic component (``F_corr``, ``F``, ``L``, ``A``).
 
@@ -408,11 +411,20 @@ def transition_log_prob_and_kl(
     tr: Transition,
     batch: torch.Tensor,
     num_atoms: torch.Tensor,
+    components: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Both of the above from one evaluation of ``model`` (KL is None without a prior)."""
+    """Both of the above from one evaluation of ``model`` (KL is None without a prior).
+
+    ``components`` restricts the log-probability to those of ``COMPONENTS`` (default: all); the
+    KL always covers every component.
+    """
     p = model.transition_params(tr, batch, num_atoms)
     B = tr.L.shape[0]
-    logp = _log_prob_of(p, tr, batch, B)
+    if components is None:
+        logp = _log_prob_of(p, tr, batch, B)
+    else:
+        terms = log_prob_terms(p, tr, batch, B)
+        logp = sum((terms[c] for c in components if c in terms), torch.zeros(B, dtype=tr.L.dtype, device=tr.L.device))
     if prior is None:
         return logp, None
     with torch.no_grad():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ class RLConfig:
     grad_clip: float = 1.0
     alpha: float = 1.0  # policy-gradient weight
     baseline: str = "none"  # PG weight α·(r − b): none (b = 0, the paper) | batch (b = mean reward of the batch)
+    pg_components: list[str] = field(default_factory=lambda: ["F_corr", "F", "L", "A"])  # log p terms in the PG
     beta: float = 1.0  # reward-weighted KL weight
     lam: float = 1.1  # λ, slightly above the maximum reward
     kl_steps: int = 10  # K of T steps drawn per trajectory and update (0 = all T)
@@ -59,6 +60,11 @@ def validate(cfg: RLConfig) -> RLConfig:
         raise ConfigError(f"config keys 'df_tol' < 'df_buff' must hold (got {cfg.df_tol}, {cfg.df_buff})")
     if cfg.sample_steps is not None and cfg.sample_steps < 1:
         raise ConfigError(f"config key 'sample_steps' must be >= 1, got {cfg.sample_steps}")
+    comps = ("F_corr", "F", "L", "A")
+    if not cfg.pg_components or any(c not in comps for c in cfg.pg_components):
+        raise ConfigError(
+            f"config key 'pg_components' must be a non-empty list of {', '.join(comps)}, got {cfg.pg_components!r}"
+        )
     if cfg.baseline not in BASELINES:
         raise ConfigError(f"config key 'baseline' must be one of {', '.join(BASELINES)}, got {cfg.baseline!r}")
     if cfg.validity not in VALIDITY:

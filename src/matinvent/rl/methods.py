@@ -25,7 +25,7 @@ import torch
 
 from matinvent.batch import CrystalBatch
 from matinvent.crystal import Crystal
-from matinvent.crystal_diffusion import CrystalDiffusion, transition_log_prob_and_kl
+from matinvent.crystal_diffusion import COMPONENTS, CrystalDiffusion, transition_log_prob_and_kl
 from matinvent.rl.config import RLConfig
 from matinvent.rl.replay import ReplayEntry
 from matinvent.rl.trajectories import CrystalTrajectory, stack_step
@@ -117,6 +117,7 @@ class Method:
         cfg, dev = self.cfg, self.cfg.device
         r = torch.as_tensor(np.asarray(rewards, dtype=np.float32), device=dev)
         adv = r - baseline
+        components = None if set(cfg.pg_components) >= set(COMPONENTS) else tuple(cfg.pg_components)
         T = len(self.ts)
         stats = {"loss": 0.0, "logp": 0.0, "kl": 0.0}
         for _ in range(cfg.epochs):
@@ -125,7 +126,9 @@ class Method:
             self.opt.zero_grad(set_to_none=True)
             for s in steps:
                 tr, batch, num_atoms = stack_step(trajs, s, self.ts, dev)
-                logp, kl = transition_log_prob_and_kl(self.agent, self.prior if use_kl else None, tr, batch, num_atoms)
+                logp, kl = transition_log_prob_and_kl(
+                    self.agent, self.prior if use_kl else None, tr, batch, num_atoms, components
+                )
                 loss = -cfg.alpha * (adv * logp)
                 if kl is not None:
                     loss = loss + cfg.beta * (cfg.lam - r) * kl
