@@ -132,17 +132,22 @@ def test_k_of_t_subsampling_is_unbiased(sampled):
     assert not torch.allclose(draws[0], full)
 
 
-def test_matinvent_loss_is_the_papers_formula(sampled):
-    """With K = T, the optimised loss equals mean_j[−α r_j Σ_t log p + β (λ − r_j) Σ_t KL] exactly."""
-    from matinvent.crystal_diffusion import transition_kl
-
+@pytest.fixture()
+def with_prior(sampled):
+    """The sampled model as agent, a perturbed copy as prior, the split trajectories and their t's."""
     model, traj = sampled
     prior = copy.deepcopy(model)
     with torch.no_grad():
         for p in prior.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    trajs = split_trajectory(traj)
-    ts = [tr.t for tr in traj.transitions]
+    return model, prior, split_trajectory(traj), [tr.t for tr in traj.transitions]
+
+
+def test_matinvent_loss_is_the_papers_formula(with_prior):
+    """With K = T, the optimised loss equals mean_j[−α r_j Σ_t log p + β (λ − r_j) Σ_t KL] exactly."""
+    from matinvent.crystal_diffusion import transition_kl
+
+    model, prior, trajs, ts = with_prior
     r = np.array([0.2, 0.9, 0.5])
     cfg = RLConfig(kl_steps=0, alpha=0.7, beta=0.3, lam=1.1)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
@@ -156,18 +161,12 @@ def test_matinvent_loss_is_the_papers_formula(sampled):
     assert stats["kl"] == pytest.approx(float(kl.mean()), rel=1e-5) and float(kl.mean()) > 0
 
 
-def test_batch_baseline_subtracts_the_mean_reward_from_the_policy_weight_only(sampled):
+def test_batch_baseline_subtracts_the_mean_reward_from_the_policy_weight_only(with_prior):
     """baseline: batch → loss = mean_j[−α (r_j − b) Σ_t log p + β (λ − r_j) Σ_t KL], b = the batch's mean reward."""
     from matinvent.crystal_diffusion import transition_kl
     from matinvent.rl.methods import Rollout
 
-    model, traj = sampled
-    prior = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in prior.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    trajs = split_trajectory(traj)
-    ts = [tr.t for tr in traj.transitions]
+    model, prior, trajs, ts = with_prior
     r = np.array([0.2, 0.9, 0.4])
     cfg = RLConfig(kl_steps=0, alpha=0.7, beta=0.3, lam=1.1, topk_ratio=1.0, baseline="batch")
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
@@ -189,17 +188,11 @@ def test_batch_baseline_subtracts_the_mean_reward_from_the_policy_weight_only(sa
     assert MatInvent(RLConfig(), model, prior, ts, opt, torch.Generator()).baseline(r) == 0.0
 
 
-def test_pg_components_restrict_the_policy_gradient_to_the_chosen_log_prob_terms(sampled):
+def test_pg_components_restrict_the_policy_gradient_to_the_chosen_log_prob_terms(with_prior):
     """pg_components: [A] → loss = mean_j[−α r_j Σ_t log p_A + β (λ − r_j) Σ_t KL(all components)]."""
     from matinvent.crystal_diffusion import kl_terms, log_prob_terms
 
-    model, traj = sampled
-    prior = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in prior.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    trajs = split_trajectory(traj)
-    ts = [tr.t for tr in traj.transitions]
+    model, prior, trajs, ts = with_prior
     r = np.array([0.2, 0.9, 0.5])
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     logp_a = kl = 0.0
