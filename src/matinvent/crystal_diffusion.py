@@ -420,11 +420,9 @@ def transition_log_prob_and_kl(
     """
     p = model.transition_params(tr, batch, num_atoms)
     B = tr.L.shape[0]
-    if components is None:
-        logp = _log_prob_of(p, tr, batch, B)
-    else:
-        terms = log_prob_terms(p, tr, batch, B)
-        logp = sum((terms[c] for c in components if c in terms), torch.zeros(B, dtype=tr.L.dtype, device=tr.L.device))
+    terms = log_prob_terms(p, tr, batch, B)
+    zero = torch.zeros(B, dtype=tr.L.dtype, device=tr.L.device)
+    logp = sum((terms[c] for c in components or COMPONENTS if c in terms), zero)
     if prior is None:
         return logp, None
     with torch.no_grad():

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from matinvent.config import ConfigError, from_dict, read_yaml
+from matinvent.crystal_diffusion import COMPONENTS
 
 METHODS = ("matinvent", "reinforce", "hill-climb", "prior", "weighted-denoising")
 VALIDITY = ("full", "structure", "none")
@@ -26,7 +27,7 @@ class RLConfig:
     grad_clip: float = 1.0
     alpha: float = 1.0  # policy-gradient weight
     baseline: str = "none"  # PG weight α·(r − b): none (b = 0, the paper) | batch (b = mean reward of the batch)
-    pg_components: list[str] = field(default_factory=lambda: ["F_corr", "F", "L", "A"])  # log p terms in the PG
+    pg_components: list[str] = field(default_factory=lambda: list(COMPONENTS))  # log p terms in the PG
     beta: float = 1.0  # reward-weighted KL weight
     lam: float = 1.1  # λ, slightly above the maximum reward
     kl_steps: int = 10  # K of T steps drawn per trajectory and update (0 = all T)
@@ -60,10 +61,9 @@ def validate(cfg: RLConfig) -> RLConfig:
         raise ConfigError(f"config keys 'df_tol' < 'df_buff' must hold (got {cfg.df_tol}, {cfg.df_buff})")
     if cfg.sample_steps is not None and cfg.sample_steps < 1:
         raise ConfigError(f"config key 'sample_steps' must be >= 1, got {cfg.sample_steps}")
-    comps = ("F_corr", "F", "L", "A")
-    if not cfg.pg_components or any(c not in comps for c in cfg.pg_components):
+    if not cfg.pg_components or any(c not in COMPONENTS for c in cfg.pg_components):
         raise ConfigError(
-            f"config key 'pg_components' must be a non-empty list of {', '.join(comps)}, got {cfg.pg_components!r}"
+            f"config key 'pg_components' must be a non-empty list of {', '.join(COMPONENTS)}, got {cfg.pg_components!r}"
         )
     if cfg.baseline not in BASELINES:
         raise ConfigError(f"config key 'baseline' must be one of {', '.join(BASELINES)}, got {cfg.baseline!r}")

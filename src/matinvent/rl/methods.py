@@ -5,7 +5,8 @@ the shared loop in :mod:`matinvent.rl.loop`; flags say whether the loop applies 
 filter and the replay buffer for it.
 
 - ``matinvent``: top-k (filtered reward) + replay; −α·r·Σ log p + β·(λ − r)·Σ KL(agent ‖ prior)
-  (with ``baseline: batch`` the first weight is α·(r − b), b = the batch's mean filtered reward);
+  (with ``baseline: batch`` the first weight is α·(r − b), b = the batch's mean filtered reward;
+  ``pg_components`` limits log p to some of F_corr, F, L, A);
 - ``reinforce``: the policy-gradient term alone over the batch (no KL, replay or filter);
 - ``hill-climb``: ordinary denoising loss on the top 40 % of the batch, 4 epochs;
 - ``prior``: frozen, sample only;
@@ -25,7 +26,7 @@ import torch
 
 from matinvent.batch import CrystalBatch
 from matinvent.crystal import Crystal
-from matinvent.crystal_diffusion import COMPONENTS, CrystalDiffusion, transition_log_prob_and_kl
+from matinvent.crystal_diffusion import CrystalDiffusion, transition_log_prob_and_kl
 from matinvent.rl.config import RLConfig
 from matinvent.rl.replay import ReplayEntry
 from matinvent.rl.trajectories import CrystalTrajectory, stack_step
@@ -117,7 +118,7 @@ class Method:
         cfg, dev = self.cfg, self.cfg.device
         r = torch.as_tensor(np.asarray(rewards, dtype=np.float32), device=dev)
         adv = r - baseline
-        components = None if set(cfg.pg_components) >= set(COMPONENTS) else tuple(cfg.pg_components)
+        components = tuple(cfg.pg_components)
         T = len(self.ts)
         stats = {"loss": 0.0, "logp": 0.0, "kl": 0.0}
         for _ in range(cfg.epochs):
