@@ -22,16 +22,17 @@ import argparse
 import copy
 import json
 import platform
-import sqlite3
 import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from matinvent.checkpoint import load_prior
 from matinvent.crystal_diffusion import CrystalDiffusion, kl_terms, log_prob_terms
 from matinvent.diffusion.schedules import respaced_timesteps
+from matinvent.memory import read_memory
 from matinvent.rl.trajectories import CrystalTrajectory, stack_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def kl_profile(prior, agent, trajs, ts) -> list[dict]:
 
 
 def grad_profile(prior, agent, trajs, rewards, lam, ts, steps) -> list[dict]:
-    params = [p for p in agent.parameters()]
+    params = list(agent.parameters())
     for p in params:
         p.requires_grad_(True)
     r = torch.as_tensor(rewards)
@@ -94,16 +95,15 @@ def grad_profile(prior, agent, trajs, rewards, lam, ts, steps) -> list[dict]:
     return rows
 
 
-def geometry(db: Path, lo: int, hi: int) -> dict:
+def geometry(memory: pd.DataFrame, lo: int, hi: int | None = None) -> dict:
+    """Median packing fraction and NN-distance ratio of the valid crystals of iterations [lo, hi)."""
     from pymatgen.core import Structure
 
-    with sqlite3.connect(db) as con:
-        rows = con.execute(
-            "SELECT cif, hit FROM crystals WHERE valid = 1 AND failed = 0 AND iteration >= ? AND iteration < ?",
-            (lo, hi),
-        ).fetchall()
+    rows = memory[(memory["valid"] == 1) & (memory["failed"] == 0) & (memory["iteration"] >= lo)]
+    if hi is not None:
+        rows = rows[rows["iteration"] < hi]
     packing, ratio = [], []
-    for cif, _ in rows:
+    for cif in rows["cif"]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             s = Structure.from_str(cif, fmt="cif")
@@ -113,7 +113,7 @@ def geometry(db: Path, lo: int, hi: int) -> dict:
             d = s.distance_matrix + np.eye(len(s)) * 1e9
             ratio.append(float((d / (rad[:, None] + rad[None, :])).min()))
     return {
-        "iterations": f"{lo}-{hi - 1}" if hi < 10**6 else f">= {lo}",
+        "iterations": f"{lo}-{hi - 1}" if hi is not None else f">= {lo}",
         "n": len(rows),
         "packing_median": float(np.median(packing)) if packing else float("nan"),
         "nn_ratio_median": float(np.median(ratio)) if ratio else float("nan"),
@@ -157,8 +157,8 @@ def main() -> None:
     ts = respaced_timesteps(prior.config.timesteps, info["config"].get("sample_steps") or prior.config.sample_steps)
     kl = kl_profile(prior, agent, trajs, ts)
     grads = grad_profile(prior, agent, trajs, rewards, lam, ts, [s for s in args.steps if s < len(ts)])
-    dbs = {name: args.runs / name / "memory.sqlite" for name in args.geometry}
-    geo = {name: [geometry(db, 0, 5), geometry(db, 15, 10**6)] for name, db in dbs.items()}
+    mems = {name: read_memory(args.runs / name) for name in args.geometry}
+    geo = {name: [geometry(mem, 0, 5), geometry(mem, 15)] for name, mem in mems.items()}
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
