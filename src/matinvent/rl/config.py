@@ -23,7 +23,7 @@ class RLConfig:
     sample_steps: int | None = None  # reverse steps per sample (the MDP's T); None = the prior's default
     validity: str = "full"  # which crystals reach the oracles: full (structure + SMACT) | structure | none
     lr: float = 5e-4  # Adam; tuned on the density task with mp20_small on a CPU (few iterations per run)
-    epochs: int = 2  # optimiser steps per iteration (policy-gradient and weighted-denoising methods)
+    epochs: int = 2  # optimiser steps per iteration (policy-gradient methods: matinvent, reinforce)
     grad_clip: float = 1.0
     alpha: float = 1.0  # policy-gradient weight
     baseline: str = "none"  # PG weight α·(r − b): none (b = 0, the paper) | batch (b = mean reward of the batch)
@@ -39,6 +39,7 @@ class RLConfig:
     df_buff: int = 6
     hc_top_ratio: float = 0.4  # hill climbing: fraction of the batch fine-tuned on
     hc_epochs: int = 4
+    wd_epochs: int = 8  # weighted-denoising: optimiser steps per iteration (each a fraction of a PG step's cost)
     wd_prior_weight: float = 1.0  # weighted-denoising: weight of the MSE pull toward the prior's predictions
     device: str = "cpu"
     threads: int = 0
@@ -47,7 +48,8 @@ class RLConfig:
 
 
 def validate(cfg: RLConfig) -> RLConfig:
-    positive = ("batch_size", "lr", "epochs", "grad_clip", "lam", "hc_epochs", "n_hits", "diversity_budget")
+    positive = ("batch_size", "lr", "epochs", "grad_clip", "lam", "hc_epochs", "wd_epochs")
+    positive += ("n_hits", "diversity_budget")
     for key in positive:
         if not getattr(cfg, key) > 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {getattr(cfg, key)}")

@@ -11,7 +11,7 @@ filter and the replay buffer for it.
 - ``hill-climb``: ordinary denoising loss on the top 40 % of the batch, 4 epochs;
 - ``prior``: frozen, sample only;
 - ``weighted-denoising``: reward-weighted denoising loss on top-k + replay plus an MSE pull
-  toward the prior's predictions (the official MatInvent code's formulation).
+  toward the prior's predictions (the official MatInvent code's formulation), ``wd_epochs`` steps.
 
 Σ over the T reverse steps is estimated from K steps drawn without replacement, scaled by T/K.
 """
@@ -204,7 +204,7 @@ class WeightedDenoising(Method):
         batch = CrystalBatch.from_crystals(crystals).to(self.cfg.device)
         c = self.agent.config
         stats = {"loss": 0.0, "kl": 0.0}
-        for _ in range(self.cfg.epochs):
+        for _ in range(self.cfg.wd_epochs):
             nb = self.agent.noise(batch, self.gen)
             pred = self.agent.predict_noised(nb)
             with torch.no_grad():
@@ -215,8 +215,8 @@ class WeightedDenoising(Method):
                 + c.cost_coord * (pred[1] - ref[1]).pow(2).mean()
                 + c.cost_type * (pred[2] - ref[2]).pow(2).mean()
             )
-            stats["loss"] += self.optimizer_step(denoise + self.cfg.wd_prior_weight * pull) / self.cfg.epochs
-            stats["kl"] += float(pull.detach()) / self.cfg.epochs  # the prior-pull term stands in for KL
+            stats["loss"] += self.optimizer_step(denoise + self.cfg.wd_prior_weight * pull) / self.cfg.wd_epochs
+            stats["kl"] += float(pull.detach()) / self.cfg.wd_epochs  # the prior-pull term stands in for KL
         return stats
 
 
