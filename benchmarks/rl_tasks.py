@@ -1,7 +1,8 @@
 """RL benchmark on the cheap-oracle tasks: Burden and Diversity ratio per method (paper Tables 1–2).
 
-    python benchmarks/rl_tasks.py [--tasks density hhi] [--methods prior matinvent hill-climb reinforce]
-                                  [--seeds 0 1 2] [--budget 600] [--jobs 2] [--runs runs/rl_bench]
+    python benchmarks/rl_tasks.py [--tasks density hhi] [--seeds 0 1 2]
+        [--methods prior matinvent hill-climb reinforce weighted-denoising]
+        [--budget 600] [--jobs 2] [--runs runs/rl_bench]
     python benchmarks/rl_tasks.py --table-only      # just rebuild the table from the run folders
 
 Each (task, method, seed) is one ``matinvent optimize`` run folder under ``--runs`` (1 torch
@@ -180,7 +181,8 @@ def write_outputs(result: dict, args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", nargs="+", default=["density", "hhi"])
-    ap.add_argument("--methods", nargs="+", default=["prior", "matinvent", "hill-climb", "reinforce"])
+    methods = ["prior", "matinvent", "hill-climb", "reinforce", "weighted-denoising"]
+    ap.add_argument("--methods", nargs="+", default=methods)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--budget", type=int, default=600)
     ap.add_argument("--jobs", type=int, default=2)
