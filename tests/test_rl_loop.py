@@ -217,3 +217,35 @@ def test_a_run_that_never_gets_a_valid_crystal_stops_with_a_message(tiny_prior, 
     with pytest.raises(RuntimeError, match="without a valid crystal"):
         optimize(TASK, "prior", 10, 0, tmp_path, cfg, scorer=scorer, progress=False)
     assert oracle.calls == 0 and (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "method, key",
+    [
+        ("matinvent", "epochs"),
+        ("reinforce", "epochs"),
+        ("hill-climb", "hc_epochs"),
+        ("weighted-denoising", "wd_epochs"),
+    ],
+)
+def test_each_method_takes_its_own_number_of_optimiser_steps(tiny_prior, tmp_path, monkeypatch, method, key):
+    from matinvent.rl.methods import METHOD_CLASSES
+
+    calls, per_update = [], []
+    adam_step, update = torch.optim.Adam.step, METHOD_CLASSES[method].update
+
+    def counting_step(self, *args, **kwargs):
+        calls.append(1)
+        return adam_step(self, *args, **kwargs)
+
+    def counting_update(self, *args, **kwargs):
+        before = len(calls)
+        out = update(self, *args, **kwargs)
+        per_update.append(len(calls) - before)
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counting_step)
+    monkeypatch.setattr(METHOD_CLASSES[method], "update", counting_update)
+    steps = {"epochs": 1, "hc_epochs": 1, "wd_epochs": 1, key: 3}
+    run(tiny_prior, tmp_path / method, method=method, budget=12, **steps)
+    assert per_update and set(per_update) <= {0, 3} and 3 in per_update
