@@ -48,8 +48,17 @@ class RLConfig:
 
 
 def validate(cfg: RLConfig) -> RLConfig:
-    positive = ("batch_size", "lr", "epochs", "grad_clip", "lam", "hc_epochs", "wd_epochs")
-    positive += ("n_hits", "diversity_budget")
+    positive = (
+        "batch_size",
+        "lr",
+        "epochs",
+        "grad_clip",
+        "lam",
+        "hc_epochs",
+        "wd_epochs",
+        "n_hits",
+        "diversity_budget",
+    )
     for key in positive:
         if not getattr(cfg, key) > 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {getattr(cfg, key)}")
