@@ -45,14 +45,15 @@ def make_model():
         seed: int = 0,
         max_atoms: int = 8,
         dtype: torch.dtype = torch.float64,
+        type_diffusion: str = "gaussian",
         **denoiser_overrides,
     ) -> CrystalDiffusion:
-        key = (timesteps, seed, max_atoms, dtype, tuple(sorted(denoiser_overrides.items())))
+        key = (timesteps, seed, max_atoms, dtype, type_diffusion, tuple(sorted(denoiser_overrides.items())))
         if key not in _MODEL_CACHE:
             torch.manual_seed(seed)
             model = CrystalDiffusion(
                 DenoiserConfig(**{**TINY_DENOISER, **denoiser_overrides}),
-                DiffusionConfig(timesteps=timesteps, max_atoms=max_atoms),
+                DiffusionConfig(timesteps=timesteps, max_atoms=max_atoms, type_diffusion=type_diffusion),
             )
             if dtype != torch.float32:  # float32 is the default; .to(float32) would also downcast the buffers
                 model = model.to(dtype)

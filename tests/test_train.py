@@ -193,3 +193,23 @@ def test_init_from_rejects_a_different_architecture(tmp_path, tiny_data, run4):
     cfg.train.init_from = str(run4 / "checkpoint")
     with pytest.raises(ConfigError, match="train.init_from"):
         pretrain(tiny_data, cfg, tmp_path / "bad")
+
+
+def test_masked_types_warm_start_from_a_gaussian_type_prior(tmp_path, tiny_data, run4):
+    """Everything but the mask column is copied; the mask column of the type-input layers starts at 0."""
+    cfg = tiny_config(max_steps=1)
+    cfg.diffusion.type_diffusion = "masked"
+    cfg.train.lr = 1e-12
+    cfg.train.warmup_steps = 1
+    cfg.train.init_from = str(run4 / "checkpoint")
+    out = pretrain(tiny_data, cfg, tmp_path / "masked")
+    start, end = weights(run4), load_file(str(out / "model.safetensors"))
+    assert start.keys() == end.keys()
+    for k in start:
+        if end[k].shape == start[k].shape:
+            torch.testing.assert_close(end[k], start[k], rtol=0, atol=1e-6)
+        else:
+            assert end[k].shape[1] == start[k].shape[1] + 1, k
+            torch.testing.assert_close(end[k][:, :-1], start[k], rtol=0, atol=1e-6)
+            assert torch.all(end[k][:, -1].abs() < 1e-6)
+    assert load_prior(out).masked_types

@@ -148,6 +148,15 @@ def _positive(cfg: PretrainConfig) -> None:
         raise ConfigError(
             f"config key 'diffusion.type_prediction' must be 'x0' or 'eps', got {cfg.diffusion.type_prediction!r}"
         )
+    if cfg.diffusion.type_diffusion not in ("gaussian", "masked"):
+        raise ConfigError(
+            f"config key 'diffusion.type_diffusion' must be 'gaussian' or 'masked', got {cfg.diffusion.type_diffusion!r}"
+        )
+    if cfg.diffusion.absorbing_schedule not in ("linear", "cosine"):
+        raise ConfigError(
+            "config key 'diffusion.absorbing_schedule' must be 'linear' or 'cosine', "
+            f"got {cfg.diffusion.absorbing_schedule!r}"
+        )
     if cfg.diffusion.sample_steps is not None and cfg.diffusion.sample_steps < 1:
         raise ConfigError(f"config key 'diffusion.sample_steps' must be >= 1, got {cfg.diffusion.sample_steps}")
     if cfg.diffusion.cost_type_ce < 0:

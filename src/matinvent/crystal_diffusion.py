@@ -2,7 +2,9 @@
 
 - L: DDPM with a cosine β schedule. The lattice is diffused in a per-atom scaled frame
   L̃ = L / N^(1/3) (``scale_lattice``), so cells of all sizes share one noise scale.
-- A: DDPM on the one-hot atom types (n_types classes, type = argmax at the end). With
+- A (``type_diffusion: gaussian``): DDPM on the one-hot atom types (n_types classes, type =
+  argmax at the end); ``type_diffusion: masked``: absorbing-state discrete diffusion, each atom
+  decided once from the denoiser's categorical (:mod:`matinvent.masked_types`). With
   ``type_prediction = "x0"`` the denoiser's type head gives logits of the clean one-hot,
   added to the per-atom Bayes logits √ᾱ_t/(1−ᾱ_t)·A_t, and ε̂_A = (A_t − √ᾱ_t x̂0)/√(1−ᾱ_t);
   the loss is the ε-MSE of Eq. (8), optionally plus ``cost_type_ce`` × the cross-entropy of
@@ -20,11 +22,13 @@ One reverse step M_t → M_{t_prev} is two Gaussian sub-steps:
 1. corrector:  F_mid ~ N_W(F_t + δ_t ŝ(M_t), 2δ_t),           δ_t = step_lr (σ_t/σ_1)²
 2. predictor:  F_{t_prev} ~ N_W(F_mid + (σ_t² − σ_prev²) ŝ(M_mid), σ_prev²(σ_t² − σ_prev²)/σ_t²),
                L_{t_prev}, A_{t_prev} ~ N(DDPM mean from ε̂(M_mid), posterior std),
-   with M_mid = (A_t, F_mid, L_t) and both network calls at time t.
+   with M_mid = (A_t, F_mid, L_t) and both network calls at time t. With masked types, A_{t_prev}
+   instead decides each masked atom with probability u_t, its element drawn from p̂(x_0).
 
 So log p_θ(M_{t_prev} | M_t) (with F_mid as part of the action) and the KL between two models on
-the same state are sums of analytic Gaussian terms: ``transition_log_prob`` and ``transition_kl``.
-Sub-steps with zero standard deviation (the last step to t = 0) are deterministic and add nothing.
+the same state are sums of analytic Gaussian (and, for masked types, categorical) terms:
+``transition_log_prob`` and ``transition_kl``. Sub-steps with zero standard deviation (the last
+step to t = 0, except the masked types' final decision) are deterministic and add nothing.
 """
 
 from __future__ import annotations
@@ -36,11 +40,15 @@ import torch
 from torch import nn
 from torch.nn import functional as Fn
 
+from matinvent import masked_types as mt
 from matinvent.batch import CrystalBatch, batch_index, scatter_sum
 from matinvent.denoiser import CSPDenoiser, DenoiserConfig
 from matinvent.diffusion import (
+    AbsorbingSchedule,
     CosineBetaSchedule,
     GeometricSigmaSchedule,
+    absorbing_kl,
+    absorbing_log_prob,
     gaussian_kl_same_std,
     gaussian_log_prob,
     respaced_timesteps,
@@ -70,6 +78,8 @@ class DiffusionConfig:
     type_prediction: str = "x0"
     cost_type_ce: float = 0.0
     sample_steps: int | None = None
+    type_diffusion: str = "gaussian"  # "gaussian" (DDPM on one-hots) or "masked" (absorbing state)
+    absorbing_schedule: str = "linear"  # keep probability α_t of the masked type diffusion
 
 
 @dataclass
@@ -102,8 +112,11 @@ class TransitionParams:
     std_F: float
     mean_L: torch.Tensor
     std_L: float
-    mean_A: torch.Tensor
-    std_A: float
+    mean_A: torch.Tensor | None = None  # Gaussian types
+    std_A: float = 0.0
+    logp_A: torch.Tensor | None = None  # masked types: (N, K) log p̂(x_0), the mask state at t, u
+    masked_A: torch.Tensor | None = None
+    unmask_A: float = 0.0
 
 
 @dataclass
@@ -120,6 +133,7 @@ class NoisedBatch:
     Z: torch.Tensor
     batch: torch.Tensor
     num_atoms: torch.Tensor
+    type_masked: torch.Tensor | None = None  # masked type diffusion: (N,) atoms masked at t
 
 
 @dataclass
@@ -139,8 +153,13 @@ class CrystalDiffusion(nn.Module):
         super().__init__()
         self.denoiser_config = denoiser_config
         self.config = diffusion_config
-        self.denoiser = CSPDenoiser(denoiser_config)
         T = diffusion_config.timesteps
+        if diffusion_config.type_diffusion not in ("gaussian", "masked"):
+            raise ValueError(f"type_diffusion must be 'gaussian' or 'masked', got {diffusion_config.type_diffusion!r}")
+        self.masked_types = diffusion_config.type_diffusion == "masked"
+        type_dim = denoiser_config.n_types + int(self.masked_types)
+        self.denoiser = CSPDenoiser(denoiser_config, type_input_dim=type_dim)
+        self.absorbing = AbsorbingSchedule(T, diffusion_config.absorbing_schedule) if self.masked_types else None
         self.beta = CosineBetaSchedule(T)
         self.sigma = GeometricSigmaSchedule(T, diffusion_config.sigma_begin, diffusion_config.sigma_end)
         self.register_buffer("sigma_norm", wrapped_normal_score_norm(self.sigma.sigmas[1:]))
@@ -175,8 +194,12 @@ class CrystalDiffusion(nn.Module):
         """(ε̂_L, normalised ŝ_F, ε̂_A) for noisy crystals at per-crystal times ``t`` (B,).
 
         With ``return_type_logits`` (x0 type prediction only) the logits of x̂0_A come fourth.
+        Masked types: the third output is p̂(x_0) (N, K), the fourth its logarithm.
         """
         eps_L, s_F, type_out = self.denoiser(A, F, L, t, batch, num_atoms)
+        if self.masked_types:
+            log_p0 = mt.x0_log_probs(type_out, A, self.n_types)
+            return (eps_L, s_F, log_p0.exp(), log_p0) if return_type_logits else (eps_L, s_F, log_p0.exp())
         if self.config.type_prediction == "eps":
             return (eps_L, s_F, type_out, None) if return_type_logits else (eps_L, s_F, type_out)
         ab = self.beta.alphas_cumprod.to(A.device, A.dtype)[t][batch].view(-1, 1)
@@ -203,13 +226,20 @@ class CrystalDiffusion(nn.Module):
         L0 = crystals.L / self._lattice_scale(crystals.num_atoms, dtype)
         eps_L = randn(B, 3, 3)
         L_t = self.beta.add_noise(L0, eps_L, t.view(-1, 1, 1))
-        A0 = Fn.one_hot(crystals.Z - 1, self.n_types).to(dtype)
-        eps_A = randn(*A0.shape)
-        A_t = self.beta.add_noise(A0, eps_A, t_atom.view(-1, 1))
+        type_masked = None
+        if self.masked_types:
+            A_t, type_masked = mt.mask_types(crystals.Z, t_atom, self.absorbing, self.n_types, generator, dtype)
+            eps_A = torch.zeros(0, dtype=dtype, device=dev)
+        else:
+            A0 = Fn.one_hot(crystals.Z - 1, self.n_types).to(dtype)
+            eps_A = randn(*A0.shape)
+            A_t = self.beta.add_noise(A0, eps_A, t_atom.view(-1, 1))
         sig = self.sigma.sigmas.to(dev, dtype)[t_atom].view(-1, 1)
         F_t = wrap(crystals.F + sig * randn(*crystals.F.shape))
         target_F = wrapped_normal_score(F_t, crystals.F, sig) / self.sigma_norm.to(dtype)[t_atom - 1].sqrt().view(-1, 1)
-        return NoisedBatch(t, A_t, F_t, L_t, eps_L, eps_A, target_F, crystals.Z, crystals.batch, crystals.num_atoms)
+        return NoisedBatch(
+            t, A_t, F_t, L_t, eps_L, eps_A, target_F, crystals.Z, crystals.batch, crystals.num_atoms, type_masked
+        )
 
     def predict_noised(self, nb: NoisedBatch):
         """(ε̂_L, ŝ_F, ε̂_A, type logits or None) for a noised batch."""
@@ -235,11 +265,16 @@ class CrystalDiffusion(nn.Module):
             n = nb.num_atoms.to(eps_L_hat.dtype)
             loss_L = ((eps_L_hat - nb.eps_L) ** 2).flatten(1).mean(-1)
             loss_F = scatter_sum(((s_F_hat - nb.target_F) ** 2).sum(-1), nb.batch, B) / (3 * n)
-            loss_A = scatter_sum(((eps_A_hat - nb.eps_A) ** 2).sum(-1), nb.batch, B) / (self.n_types * n)
+            if not self.masked_types:
+                loss_A = scatter_sum(((eps_A_hat - nb.eps_A) ** 2).sum(-1), nb.batch, B) / (self.n_types * n)
         else:
             loss_L = Fn.mse_loss(eps_L_hat, nb.eps_L)
             loss_F = Fn.mse_loss(s_F_hat, nb.target_F)
-            loss_A = Fn.mse_loss(eps_A_hat, nb.eps_A)
+            if not self.masked_types:
+                loss_A = Fn.mse_loss(eps_A_hat, nb.eps_A)
+        if self.masked_types:  # cross-entropy of the clean element at the masked atoms
+            loss_A = mt.type_loss(logits, nb.Z, nb.type_masked, nb.batch, nb.num_atoms, per_crystal)
+            logits = None  # the auxiliary CE is the type loss itself
         total = c.cost_lattice * loss_L + c.cost_coord * loss_F + c.cost_type * loss_A
         out = {"loss": total, "loss_lattice": loss_L, "loss_coord": loss_F, "loss_type": loss_A}
         if logits is not None and c.cost_type_ce > 0:
@@ -261,27 +296,34 @@ class CrystalDiffusion(nn.Module):
 
     def predictor_params(self, A, F_mid, L, t: int, t_prev: int, batch, num_atoms):
         """Reverse-SDE predictor on F and ancestral DDPM steps on L and A, from M_mid at time t."""
-        eps_L, F_out, eps_A = self._denoise(A, F_mid, L, t, batch, num_atoms)
+        tt = torch.full((L.shape[0],), t, device=L.device, dtype=torch.long)
+        eps_L, F_out, eps_A, log_p0 = self.predict(A, F_mid, L, tt, batch, num_atoms, return_type_logits=True)
         sig_t = float(self.sigma.sigmas[t])
         sig_prev = float(self.sigma.sigmas[t_prev])
         step = sig_t**2 - sig_prev**2
         std_F = (sig_prev**2 * step / sig_t**2) ** 0.5
         ddpm = self.beta.step(t, t_prev)
+        if self.masked_types:
+            types = {
+                "logp_A": log_p0,
+                "masked_A": mt.is_masked(A, self.n_types),
+                "unmask_A": self.absorbing.unmask_prob(t, t_prev),
+            }
+        else:
+            types = {"mean_A": ddpm.mean(A, eps_A, clip=self.config.clip_types), "std_A": ddpm.std}
         return (
             F_mid + step * self._score(F_out, t),
             std_F,
             ddpm.mean(L, eps_L, clip=self.config.clip_lattice),
             ddpm.std,
-            ddpm.mean(A, eps_A, clip=self.config.clip_types),
-            ddpm.std,
+            types,
         )
 
     def transition_params(self, tr: Transition, batch, num_atoms) -> TransitionParams:
         """Recompute a stored transition's means/stds under this model (differentiable)."""
         mean_c, std_c = self.corrector_params(tr.A, tr.F, tr.L, tr.t, batch, num_atoms)
-        return TransitionParams(
-            mean_c, std_c, *self.predictor_params(tr.A, tr.F_mid, tr.L, tr.t, tr.t_prev, batch, num_atoms)
-        )
+        *pred, types = self.predictor_params(tr.A, tr.F_mid, tr.L, tr.t, tr.t_prev, batch, num_atoms)
+        return TransitionParams(mean_c, std_c, *pred, **types)
 
     def sample_num_atoms(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.multinomial(self.natoms_prob.float().cpu(), n, replacement=True, generator=generator)
@@ -314,7 +356,7 @@ class CrystalDiffusion(nn.Module):
             return torch.randn(*shape, generator=generator, dtype=dtype).to(dev)
 
         L = randn(n, 3, 3)
-        A = randn(N, self.n_types)
+        A = mt.all_masked(N, self.n_types, dtype, dev) if self.masked_types else randn(N, self.n_types)
         F = torch.rand(N, 3, generator=generator, dtype=dtype).to(dev)
         traj = Trajectory(num_atoms=num_atoms, batch=batch)
         ts = respaced_timesteps(self.config.timesteps, steps or self.config.sample_steps)
@@ -322,19 +364,20 @@ class CrystalDiffusion(nn.Module):
             t_prev = ts[i + 1] if i + 1 < len(ts) else 0
             mean_c, std_c = self.corrector_params(A, F, L, t, batch, num_atoms)
             F_mid = wrap(mean_c + std_c * randn(N, 3))
-            mean_F, std_F, mean_L, std_L, mean_A, std_A = self.predictor_params(
-                A, F_mid, L, t, t_prev, batch, num_atoms
-            )
+            mean_F, std_F, mean_L, std_L, types = self.predictor_params(A, F_mid, L, t, t_prev, batch, num_atoms)
             F_next = wrap(mean_F + std_F * randn(N, 3))
             L_next = mean_L + std_L * randn(n, 3, 3)
-            A_next = mean_A + std_A * randn(N, self.n_types)
+            if self.masked_types:
+                A_next = mt.sample_step(A, types["logp_A"], types["unmask_A"], self.n_types, generator)
+            else:
+                A_next = types["mean_A"] + types["std_A"] * randn(N, self.n_types)
             if return_trajectory:
-                params = TransitionParams(mean_c, std_c, mean_F, std_F, mean_L, std_L, mean_A, std_A)
+                params = TransitionParams(mean_c, std_c, mean_F, std_F, mean_L, std_L, **types)
                 traj.transitions.append(Transition(t, t_prev, A, F, L, F_mid, A_next, F_next, L_next, params))
             A, F, L = A_next, F_next, L_next
             if progress is not None:
                 progress(1)
-        Z = A.argmax(dim=-1) + 1
+        Z = A[:, : self.n_types].argmax(dim=-1) + 1
         L_out = L * self._lattice_scale(num_atoms, dtype)
         traj.final = CrystalBatch(Z=Z, F=F, L=L_out, batch=batch, num_atoms=num_atoms)
         return traj
@@ -359,6 +402,9 @@ def log_prob_terms(p: TransitionParams, tr: Transition, batch: torch.Tensor, B: 
         terms["L"] = gaussian_log_prob(tr.L_next, p.mean_L, p.std_L).flatten(1).sum(-1)
     if p.std_A > 0:
         terms["A"] = _per_crystal(gaussian_log_prob(tr.A_next, p.mean_A, p.std_A), batch, B)
+    if p.logp_A is not None:
+        lp = absorbing_log_prob(tr.A_next.argmax(-1), p.logp_A, p.masked_A, p.unmask_A)
+        terms["A"] = scatter_sum(lp, batch, B)
     return terms
 
 
@@ -376,6 +422,8 @@ def kl_terms(p: TransitionParams, q: TransitionParams, batch: torch.Tensor, B: i
         terms["L"] = gaussian_kl_same_std(p.mean_L, q.mean_L, p.std_L).flatten(1).sum(-1)
     if p.std_A > 0:
         terms["A"] = _per_crystal(gaussian_kl_same_std(p.mean_A, q.mean_A, p.std_A), batch, B)
+    if p.logp_A is not None:
+        terms["A"] = scatter_sum(absorbing_kl(p.logp_A, q.logp_A, p.masked_A, p.unmask_A), batch, B)
     return terms
 
 

@@ -100,14 +100,16 @@ class CSPLayer(nn.Module):
 class CSPDenoiser(nn.Module):
     """Predicts (ε̂_L, ŝ_F, ε̂_A) from a noisy crystal M_t and its time t."""
 
-    def __init__(self, config: DenoiserConfig) -> None:
+    def __init__(self, config: DenoiserConfig, type_input_dim: int | None = None) -> None:
+        """``type_input_dim``: width of the type state A (n_types, or n_types + 1 with a mask state)."""
         super().__init__()
         self.config = config
         h = config.hidden
-        self.type_embed = nn.Linear(config.n_types, h)
+        d_in = type_input_dim or config.n_types
+        self.type_embed = nn.Linear(d_in, h)
         self.input_mix = nn.Linear(h + config.time_dim, h)
         comp = config.composition_features
-        self.comp_embed = nn.Linear(config.n_types, h, bias=False) if comp else None
+        self.comp_embed = nn.Linear(d_in, h, bias=False) if comp else None
         self.layers = nn.ModuleList(CSPLayer(h, config.n_freq, type_similarity=comp) for _ in range(config.layers))
         self.final_norm = nn.LayerNorm(h)
         self.coord_out = nn.Linear(h, 3, bias=False)
@@ -123,7 +125,7 @@ class CSPDenoiser(nn.Module):
         batch: torch.Tensor,
         num_atoms: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A: (N, n_types), F: (N, 3) fractional, L: (B, 3, 3) rows = vectors, t: (B,), batch: (N,).
+        """A: (N, type_input_dim), F: (N, 3) fractional, L: (B, 3, 3) rows = vectors, t: (B,), batch: (N,).
 
         Returns ε̂_L (B, 3, 3), ŝ_F (N, 3), ε̂_A (N, n_types).
         """
@@ -137,7 +139,8 @@ class CSPDenoiser(nn.Module):
         type_sim = None
         if self.comp_embed is not None:
             h = h + self.comp_embed(scatter_mean(A, batch, B))[batch]
-            type_sim = _pair_dot(A, batch, num_atoms, src, dst).unsqueeze(-1) / math.sqrt(A.shape[1])
+            K = self.config.n_types  # similarity of the element parts only (a mask state is no element)
+            type_sim = _pair_dot(A[:, :K], batch, num_atoms, src, dst).unsqueeze(-1) / math.sqrt(K)
         for layer in self.layers:
             h = layer(h, lattice_ips, fourier, src, dst, edge_graph, type_sim)
         h = self.final_norm(h)

@@ -62,11 +62,26 @@ def _init_weights(model: CrystalDiffusion, checkpoint_dir: str | Path) -> None:
             f"{model.config.timesteps}"
         )
     hist = model.natoms_prob.clone()
+    state = start.state_dict()
+    if model.masked_types and not start.masked_types:
+        state = _add_mask_column(state, model.state_dict())
     try:
-        model.load_state_dict(start.state_dict())
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise ConfigError(f"train.init_from: {checkpoint_dir} does not fit the configured model: {exc}") from exc
     model.natoms_prob.copy_(hist)  # the histogram comes from this run's training data
+
+
+def _add_mask_column(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A Gaussian-type prior's weights for a masked-type model: the type-input layers gain a
+    zero column for the mask state; everything else is copied unchanged."""
+    out = dict(state)
+    for key in ("denoiser.type_embed.weight", "denoiser.comp_embed.weight"):
+        if key in state and key in target and target[key].shape[1] == state[key].shape[1] + 1:
+            w = torch.zeros_like(target[key])
+            w[:, :-1] = state[key]
+            out[key] = w
+    return out
 
 
 def natoms_histogram(crystals: list[Crystal], max_atoms: int) -> torch.Tensor:

@@ -3,6 +3,7 @@
 Nothing in this subpackage knows about crystals; crystal code imports it, never the reverse.
 """
 
+from matinvent.diffusion.absorbing import AbsorbingSchedule, absorbing_kl, absorbing_log_prob, gumbel_noise
 from matinvent.diffusion.gaussian import gaussian_kl_same_std, gaussian_log_prob
 from matinvent.diffusion.schedules import CosineBetaSchedule, DDPMStep, GeometricSigmaSchedule, respaced_timesteps
 from matinvent.diffusion.wrapped_normal import (
@@ -14,6 +15,10 @@ from matinvent.diffusion.wrapped_normal import (
 )
 
 __all__ = [
+    "AbsorbingSchedule",
+    "absorbing_kl",
+    "absorbing_log_prob",
+    "gumbel_noise",
     "CosineBetaSchedule",
     "DDPMStep",
     "GeometricSigmaSchedule",

@@ -56,7 +56,8 @@ def trajectory_crystal(model: CrystalDiffusion, traj: CrystalTrajectory) -> Crys
     """The crystal at the end of a stored trajectory."""
     n = torch.tensor([traj.num_atoms])
     L = traj.L[-1] * model._lattice_scale(n, traj.L.dtype)[0]
-    return Crystal(Z=(traj.A[-1].argmax(-1) + 1).numpy(), F=traj.F[-1].numpy(), L=L.numpy())
+    Z = traj.A[-1][:, : model.n_types].argmax(-1) + 1  # masked types: the mask column is empty at the end
+    return Crystal(Z=Z.numpy(), F=traj.F[-1].numpy(), L=L.numpy())
 
 
 class Method:
