@@ -1,8 +1,9 @@
-"""Validity, uniqueness, novelty and distribution metrics on hand-built crystals."""
+"""Validity, uniqueness, novelty, element-count and distribution metrics on hand-built crystals."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from matinvent.crystal import Crystal
@@ -13,6 +14,7 @@ from matinvent.evaluate import (
     novel_mask,
     structure_valid,
     unique_indices,
+    write_detailed,
 )
 
 
@@ -61,15 +63,77 @@ def test_novelty_against_reference():
     assert novel_mask([rocksalt(), silicon()], [rocksalt()]) == [False, True]
 
 
+def squeezed_nacl() -> Crystal:
+    """Na and Cl 1.0 Å apart: valid for the 0.5 Å check and SMACT, not physically valid."""
+    return Crystal(Z=np.array([11, 17]), F=np.array([[0.3, 0.5, 0.5], [0.4, 0.5, 0.5]]), L=np.eye(3) * 10)
+
+
+def spread(z: list[int], box: float = 12.0) -> Crystal:
+    """One atom of each element on a line 3 Å apart (physically valid, SMACT aside)."""
+    F = np.array([[(0.5 + 3 * i) / box % 1.0, 0.5, 0.5] for i in range(len(z))])
+    return Crystal(Z=np.array(z), F=F, L=np.diag([box * len(z) / 3, box, box]))
+
+
 def test_evaluate_counts_unbuildable_samples_as_invalid():
     ev = evaluate_crystals([rocksalt(), silicon(), None, None], reference=[rocksalt(), silicon()])
     assert ev.n_generated == 4 and ev.n_readable == 2
+    assert ev.physical_validity == 0.5
     assert ev.structure_validity == 0.5
     assert ev.composition_validity == 0.5
+    assert ev.validity == 0.5
     assert ev.uniqueness == 0.5
     assert ev.novelty == 0.0
     assert ev.wdist_density == pytest.approx(0.0, abs=1e-12)
     assert ev.wdist_num_elements == pytest.approx(0.0, abs=1e-12)
+    assert ev.n_elements_histogram == {"1": 1, "2": 1} == ev.reference_n_elements_histogram
+    assert [r["reason"] != "" for r in ev.rows] == [False, False, True, True]
+
+
+def test_validity_option_chooses_the_gate_of_the_valid_set():
+    crystals = [rocksalt(), squeezed_nacl()]
+    physical = evaluate_crystals(crystals, reference=[rocksalt()])
+    cdvae = evaluate_crystals(crystals, reference=[rocksalt()], validity="cdvae")
+    assert (physical.physical_validity, physical.structure_validity, physical.composition_validity) == (0.5, 1, 1)
+    assert physical.validity == 0.5 and cdvae.validity == 1.0
+    assert physical.validity_gate == "physical" and cdvae.validity_gate == "cdvae"
+    # only the cdvae gate lets the squeezed crystal (0.097 g/cm³, a 10 Å box) into the density distance
+    assert physical.wdist_density == pytest.approx(0.0, abs=1e-12)
+    assert cdvae.wdist_density == pytest.approx(abs(cdvae.rows[1]["density"] - cdvae.rows[0]["density"]) / 2)
+    assert physical.novelty == 0.0 and cdvae.novelty == 0.5
+    row = physical.rows[1]
+    assert (row["physical_valid"], row["structure_valid"], row["valid"]) == (False, True, False)
+    assert row["reason"].startswith("physical: pair Na–Cl 1.00 Å")
+    with pytest.raises(ValueError, match="unknown validity"):
+        evaluate_crystals(crystals, validity="full")
+
+
+def test_element_count_histogram_and_many_element_fraction():
+    crystals = [silicon(), rocksalt(), rocksalt((5.4), (19, 35)), spread([3, 11, 19, 37, 55, 9, 17])]
+    ev = evaluate_crystals([*crystals, None])
+    assert ev.n_elements_histogram == {"1": 1, "2": 2, "3": 0, "4": 0, "5": 0, "6": 0, "7": 1}
+    assert ev.frac_over_5_elements == pytest.approx(1 / 4)  # of the readable crystals
+    assert "n_elements_histogram  1:1 2:2 3:0 4:0 5:0 6:0 7:1" in ev.table().replace("   ", " ")
+
+
+def test_detailed_rows_have_one_row_per_crystal(tmp_path):
+    ev = evaluate_crystals(
+        [rocksalt(), rocksalt(), squeezed_nacl(), None],
+        reference=[silicon()],
+        ids=["a", "b", "c", "d"],
+        errors={3: "unreadable CIF"},
+    )
+    path = write_detailed(ev.rows, tmp_path / "detail.csv")
+    df = pd.read_csv(path, keep_default_na=False)
+    assert list(df.columns) == [
+        "id", "formula", "n_atoms", "n_elements", "density", "physical_valid", "structure_valid",
+        "composition_valid", "valid", "reason", "unique", "novel",
+    ]  # fmt: skip
+    assert list(df["id"]) == ["a", "b", "c", "d"]
+    assert list(df["formula"]) == ["NaCl", "NaCl", "NaCl", ""]
+    assert list(df["unique"]) == [True, False, True, False]  # b is a copy of a
+    assert list(df["novel"]) == ["True", "True", "", ""]  # novelty of the valid set only
+    assert list(df["reason"])[:2] == ["", ""] and df["reason"][3] == "unreadable CIF"
+    assert float(df["density"][0]) == pytest.approx(2.164, abs=1e-3) and df["density"][3] == ""
 
 
 def test_load_sample_dir_reads_cifs_and_failures(tmp_path):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from matinvent.cli import main
-from matinvent.crystal import write_extxyz
+from matinvent.crystal import Crystal, write_extxyz
 from matinvent.datasets import read_cdvae_csv
 from matinvent.oracles import Density
 from matinvent.rewards import load_task
@@ -34,14 +34,61 @@ def test_score_cli_writes_one_row_per_structure(cif_dir, tmp_path, table, capsys
     with pytest.warns(UserWarning, match="zz_broken.cif"):
         assert main(["score", str(cif_dir), "--task", "density", "--out", str(out)]) == 0
     df = pd.read_csv(out)
-    assert list(df.columns) == ["id", "formula", "density", "reward", "hit"]
+    assert list(df.columns) == ["id", "formula", "density", "reward", "hit", "valid", "reason"]
     order = sorted(range(5), key=lambda i: table.ids[i])  # CIF files are read in name order
     assert list(df["id"]) == [*(table.ids[i] for i in order), "zz_broken"]
     expected = Density()([table.crystals[i] for i in order])
     np.testing.assert_allclose(df["density"][:5], expected, rtol=1e-9)
     np.testing.assert_allclose(df["reward"][:5], load_task("density").rewards({"density": expected})[0])
     assert np.isnan(df["density"].iloc[5]) and df["reward"].iloc[5] == 0 and df["hit"].iloc[5] == 0
-    assert "1 failed" in capsys.readouterr().out
+    assert list(df["valid"]) == [1, 1, 1, 1, 1, 0] and df["reason"].iloc[5].startswith("no structure")
+    assert "0 invalid (physical; not scored), 1 failed" in capsys.readouterr().out
+
+
+class CountingDensity(Density):
+    def __init__(self):
+        self.seen = []
+
+    def evaluate(self, structures):
+        self.seen.extend(s.lattice.a for s in structures)
+        return super().evaluate(structures)
+
+
+def squeezed(table, a: float = 1.0):
+    """The first fixture crystal shrunk to a cell of edge ``a`` Å (atoms on top of each other)."""
+    c = table.crystals[0]
+    return Crystal(Z=c.Z, F=c.F, L=c.L / np.abs(c.L).max() * a)
+
+
+def test_invalid_structures_never_reach_an_oracle_and_say_why(table):
+    oracle = CountingDensity()
+    scorer = Scorer(load_task("density"), oracles={"density": oracle})
+    crystals = [table.crystals[1], squeezed(table), table.crystals[2]]
+    scores = scorer(crystals)
+    assert oracle.seen == pytest.approx([crystals[0].to_structure().lattice.a, crystals[2].to_structure().lattice.a])
+    assert scores.valid.tolist() == [True, False, True] and scores.failed.tolist() == [False, False, False]
+    assert np.isnan(scores.values["density"][1]) and scores.reward[1] == 0 and not scores.hit[1]
+    assert scores.reason[0] == "" and scores.reason[1].startswith("pair ")
+    assert np.isfinite(scorer(crystals, validity="none").values["density"]).all()
+    assert Scorer(load_task("density"), oracles={"density": oracle}, validity="full").validity == "physical+composition"
+
+
+def test_score_cli_validity_option(tmp_path, table, capsys):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    table.crystals[1].write_cif(folder / "a.cif")
+    squeezed(table, 2.0).write_cif(folder / "b.cif")  # a 2 Å cell: fails the covalent-radius check only
+    out = tmp_path / "s.csv"
+    assert main(["score", str(folder), "--task", "density", "--out", str(out)]) == 0
+    df = pd.read_csv(out, keep_default_na=False)
+    assert list(df["valid"]) == [1, 0] and "g/cm³" not in df["reason"][1] and df["density"][1] == ""
+    assert "1 invalid (physical; not scored), 0 failed" in capsys.readouterr().out
+    assert main(["score", str(folder), "--task", "density", "--out", str(out), "--validity", "cdvae"]) == 0
+    df = pd.read_csv(out)
+    assert list(df["valid"]) == [1, 1] and np.isfinite(df["density"]).all()
+    with pytest.raises(SystemExit) as exc:  # argparse: exit code 2 and the choices
+        main(["score", str(folder), "--task", "density", "--validity", "strict"])
+    assert exc.value.code == 2 and "physical+composition" in capsys.readouterr().err
 
 
 def test_score_reads_extxyz_and_cdvae_csv(tmp_path, data_dir, table):

@@ -26,8 +26,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from matinvent.checkpoint import load_prior, resolve_checkpoint
+    from matinvent.sample_folder import refuse_old_samples
     from matinvent.sampling import sample_crystals, write_samples
 
+    if not args.overwrite:
+        refuse_old_samples(args.out)  # before the (long) sampling
     if args.threads:
         torch.set_num_threads(args.threads)
     ckpt = resolve_checkpoint(args.checkpoint)
@@ -35,7 +38,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     crystals = sample_crystals(model, args.n, seed=args.seed, steps=args.steps, batch_size=args.batch_size)
     steps = args.steps or model.config.sample_steps or model.config.timesteps
     meta = {"checkpoint": str(ckpt), "seed": args.seed, "steps": steps}
-    write_samples(crystals, args.out, meta)
+    write_samples(crystals, args.out, meta, overwrite=args.overwrite)
     n_ok = sum(c is not None for c in crystals)
     print(f"wrote {n_ok} CIF files and samples.extxyz to {args.out} ({len(crystals) - n_ok} degenerate samples)")
     return 0
@@ -43,21 +46,39 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
-    from dataclasses import asdict
     from pathlib import Path
 
     from matinvent.datasets import read_cdvae_csv
-    from matinvent.evaluate import evaluate_crystals, load_sample_dir
+    from matinvent.evaluate import add_stability, evaluate_crystals, stability_function, write_detailed
+    from matinvent.sample_folder import read_sample_folder
 
-    crystals = load_sample_dir(args.dir)
+    folder = read_sample_folder(args.dir)
+    training = None
+    if args.stability:  # fail before the long work: the module, its inputs
+        stability_function()
+        if args.stability_n < 1:
+            raise ValueError(f"--stability-n must be >= 1, got {args.stability_n}")
+        if args.hull and not Path(args.hull).exists():
+            raise FileNotFoundError(f"--hull: no such file: {args.hull}")
+        if args.training:
+            training = [c.to_structure() for c in read_cdvae_csv(args.training).crystals]
+    elif args.hull or args.training:
+        raise ValueError("--hull and --training need --stability")
     reference = None
     if args.reference:
         reference = read_cdvae_csv(args.reference, limit=args.reference_limit).crystals
-    ev = evaluate_crystals(crystals, reference, progress=True)
+    ev = evaluate_crystals(
+        folder.crystals, reference, progress=True, validity=args.validity, ids=folder.ids, errors=folder.errors
+    )
+    if args.stability:
+        add_stability(ev, folder.crystals, args.stability_n, seed=args.seed, hull=args.hull, training=training)
     print(ev.table())
     out = Path(args.dir) / "evaluation.json"
-    out.write_text(json.dumps({**asdict(ev), "reference": args.reference}, indent=2))
+    run_id = (folder.manifest or {}).get("run_id")
+    out.write_text(json.dumps({**ev.to_dict(), "reference": args.reference, "run_id": run_id}, indent=2))
     print(f"wrote {out}")
+    if args.save_detailed:
+        print(f"wrote {write_detailed(ev.rows, args.save_detailed)}")
     return 0
 
 
@@ -72,14 +93,17 @@ def _cmd_score(args: argparse.Namespace) -> int:
     task = load_task(args.task)
     ids, crystals = read_structures(args.path)
     relax_kw = {"model": args.mlip_model} if args.relax == "mlip" else {}
-    scorer = Scorer(task, relax=args.relax, **relax_kw)
+    scorer = Scorer(task, relax=args.relax, validity=args.validity, **relax_kw)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tables = []
+    n_invalid = n_failed = 0
     with tqdm(total=len(crystals), desc=f"score {task.name}", unit="structure") as bar:
         for start in range(0, len(crystals), args.batch_size):
             chunk = crystals[start : start + args.batch_size]
             scores = scorer(chunk)
+            n_invalid += int((~scores.valid & ~scores.failed).sum())
+            n_failed += int(scores.failed.sum())
             part = scores_table(ids[start : start + len(chunk)], scores.structures, scores)
             part.to_csv(out, mode="w" if start == 0 else "a", header=start == 0, index=False)  # kept if we crash
             tables.append(part)
@@ -87,10 +111,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     import pandas as pd
 
     table = pd.concat(tables, ignore_index=True)
-    n_failed = int(table[task.properties].isna().any(axis=1).sum())
     print(
         f"{len(table)} structures, {int(table['hit'].sum())} hits ({task.window_text()}), "
-        f"mean reward {table['reward'].mean():.3f}, {n_failed} failed; wrote {out}"
+        f"mean reward {table['reward'].mean():.3f}, {n_invalid} invalid ({args.validity}; not scored), "
+        f"{n_failed} failed; wrote {out}"
     )
     return 0
 
@@ -142,6 +166,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from matinvent.evaluate import EVALUATION_GATES
+    from matinvent.validity import GATES
+
     p = argparse.ArgumentParser(prog="matinvent", description="Goal-directed crystal design with RL-tuned diffusion.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -168,12 +195,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=256, help="crystals denoised together")
     q.add_argument("--device", default="cpu")
     q.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    q.add_argument("--overwrite", action="store_true", help="clear CIFs and manifest a previous run left in --out")
     q.set_defaults(func=_cmd_sample)
 
     q = sub.add_parser("evaluate", help="validity, uniqueness, novelty and property distances of a sample folder")
-    q.add_argument("dir", help="folder of CIF files written by 'matinvent sample'")
+    q.add_argument("dir", help="folder of CIF files written by 'matinvent sample' (or any folder of CIFs)")
     q.add_argument("--reference", help="CDVAE-style CSV for novelty and Wasserstein distances")
     q.add_argument("--reference-limit", type=int, help="use only the first rows of the reference CSV")
+    q.add_argument(
+        "--validity",
+        choices=EVALUATION_GATES,
+        default="physical",
+        help="geometric check that, with SMACT, defines the valid set: physical (covalent radii + density,"
+        " default) | cdvae (distances >= 0.5 A)",
+    )
+    q.add_argument("--save-detailed", metavar="CSV", help="write one row per crystal: checks, reasons, flags")
+    q.add_argument("--stability", action="store_true", help="run matinvent.stability on physically valid crystals")
+    q.add_argument("--stability-n", type=int, default=200, help="crystals drawn (seeded) for --stability")
+    q.add_argument("--hull", help="hull CSV for --stability (matinvent.hull; default: its shipped MP-20 hull)")
+    q.add_argument("--training", help="CDVAE-style CSV of training structures for --stability (novelty, SUN)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the --stability subset")
     q.set_defaults(func=_cmd_evaluate)
 
     q = sub.add_parser("score", help="properties, reward and hit of each structure for a task -> CSV")
@@ -183,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--mlip-model", default="sevennet-0", help="MLIP for --relax mlip: sevennet-0 or chgnet")
     q.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
     q.add_argument("--batch-size", type=int, default=64, help="structures per oracle batch")
+    q.add_argument(
+        "--validity",
+        choices=GATES,
+        default="physical",
+        help="gate before any oracle; invalid structures get reward 0 and a reason: physical (default) |"
+        " physical+composition (and SMACT) | cdvae (distances >= 0.5 A) | cdvae+composition | none",
+    )
     q.set_defaults(func=_cmd_score)
 
     q = sub.add_parser("optimize", help="RL fine-tuning of the prior toward a task (resumable run folder)")

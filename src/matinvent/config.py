@@ -47,6 +47,8 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 0
     init_from: str | None = None  # a prior checkpoint folder whose weights start the run (new optimiser/schedule)
+    amp: str = "none"  # "bf16": the training forward pass under bfloat16 autocast (GPU); "none": float32
+    compile: bool = False  # torch.compile the denoiser's message-passing layers
 
 
 @dataclass
@@ -150,7 +152,8 @@ def _positive(cfg: PretrainConfig) -> None:
         )
     if cfg.diffusion.type_diffusion not in ("gaussian", "masked"):
         raise ConfigError(
-            f"config key 'diffusion.type_diffusion' must be 'gaussian' or 'masked', got {cfg.diffusion.type_diffusion!r}"
+            "config key 'diffusion.type_diffusion' must be 'gaussian' or 'masked', "
+            f"got {cfg.diffusion.type_diffusion!r}"
         )
     if cfg.diffusion.absorbing_schedule not in ("linear", "cosine"):
         raise ConfigError(
@@ -165,6 +168,8 @@ def _positive(cfg: PretrainConfig) -> None:
         raise ConfigError(f"config key 'model.time_dim' must be even, got {cfg.model.time_dim}")
     if not 0 < cfg.diffusion.sigma_begin < cfg.diffusion.sigma_end:
         raise ConfigError("config keys 'diffusion.sigma_begin' < 'diffusion.sigma_end' must both be > 0")
+    if cfg.train.amp not in ("none", "bf16"):
+        raise ConfigError(f"config key 'train.amp' must be 'none' or 'bf16', got {cfg.train.amp!r}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"config key 'train.ema_decay' must be in [0, 1), got {cfg.train.ema_decay}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -11,6 +10,7 @@ from tqdm import tqdm
 from matinvent.crystal import Crystal, write_extxyz
 from matinvent.crystal_diffusion import CrystalDiffusion
 from matinvent.diffusion import respaced_timesteps
+from matinvent.sample_folder import prepare_folder, write_manifest
 
 
 def sample_crystals(
@@ -35,20 +35,23 @@ def sample_crystals(
     return out
 
 
-def write_samples(crystals: list[Crystal | None], directory: str | Path, meta: dict | None = None) -> Path:
-    """``DIR/000000.cif`` … for each buildable crystal, ``DIR/samples.extxyz``, ``DIR/sample_info.json``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    ok = []
-    failed = []
+def write_samples(
+    crystals: list[Crystal | None], directory: str | Path, meta: dict | None = None, overwrite: bool = False
+) -> Path:
+    """``DIR/000000.cif`` … for each buildable crystal, ``DIR/samples.extxyz`` and the manifest ``DIR/samples.json``.
+
+    Refuses a folder that already holds CIFs or a manifest unless ``overwrite`` (which clears them).
+    """
+    directory = prepare_folder(directory, overwrite=overwrite)
+    ok, files, failed = [], [], []
     for i, c in enumerate(crystals):
         if c is None:
             failed.append(i)
             continue
         c.write_cif(directory / f"{i:06d}.cif")
+        files.append(f"{i:06d}.cif")
         ok.append(c)
     if ok:
         write_extxyz(ok, directory / "samples.extxyz")
-    info = {"n_requested": len(crystals), "n_written": len(ok), "failed": failed, **(meta or {})}
-    (directory / "sample_info.json").write_text(json.dumps(info, indent=2))
+    write_manifest(directory, files, failed, meta or {})
     return directory

@@ -1,14 +1,17 @@
 """Scoring structures for a task: read them, run the task's oracles, compute rewards and hits.
 
 Used by ``matinvent score`` and by the RL loop. Input may be a folder of CIF files, an extxyz
-file or a CDVAE/DiffCSP CSV. A structure that cannot be read or evaluated gets NaN properties,
-reward 0 and ``failed``; it never stops the batch.
+file or a CDVAE/DiffCSP CSV. Before any oracle call a validity gate (``matinvent.validity.GATES``;
+default ``physical``: covalent-radius contacts + density window) sorts out implausible
+structures: they get NaN properties, reward 0, ``valid = False`` and the reason, and are never
+sent to an oracle. A structure that cannot be read or evaluated gets NaN properties, reward 0
+and ``failed``; it never stops the batch.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import pandas as pd
 
 from matinvent.crystal import Crystal, CrystalError
 from matinvent.rewards import Task
+from matinvent.validity import gate_flags, resolve_gate
 
 RELAX_CHOICES = ("mlip",)
 MLIP_PROPERTIES = ("formation_energy", "bulk_modulus", "shear_modulus")  # taken from the MLIP with relax="mlip"
@@ -24,13 +28,15 @@ MLIP_PROPERTIES = ("formation_energy", "bulk_modulus", "shear_modulus")  # taken
 
 @dataclass
 class Scores:
-    """Per-structure properties (``values[prop]``), reward, hit and failed flags, aligned with the input."""
+    """Per-structure properties (``values[prop]``), reward, hit, failed and validity, aligned with the input."""
 
     values: dict[str, np.ndarray]
     reward: np.ndarray
     hit: np.ndarray
-    failed: np.ndarray
+    failed: np.ndarray  # unreadable, or an oracle failed on a valid structure
     structures: list[Any]  # the structures the properties refer to (relaxed ones with relax="mlip")
+    valid: np.ndarray | None = None  # passed the validity gate (only these reached the oracles)
+    reason: list[str] = field(default_factory=list)  # why a structure is invalid ("" where valid)
 
 
 def read_structures(path: str | Path) -> tuple[list[str], list[Crystal | None]]:
@@ -78,11 +84,19 @@ def read_structures(path: str | Path) -> tuple[list[str], list[Crystal | None]]:
 
 
 class Scorer:
-    """Holds a task's oracles (built once) and scores batches of structures."""
+    """Holds a task's oracles (built once) and scores batches of structures behind a validity gate."""
 
-    def __init__(self, task: Task, relax: str | None = None, oracles: dict[str, Any] | None = None, **relax_kw):
+    def __init__(
+        self,
+        task: Task,
+        relax: str | None = None,
+        oracles: dict[str, Any] | None = None,
+        validity: str = "physical",
+        **relax_kw,
+    ):
         if relax is not None and relax not in RELAX_CHOICES:
             raise ValueError(f"relax must be one of {RELAX_CHOICES} or None, got {relax!r}")
+        self.validity = resolve_gate(validity)
         self.task = task
         self.relax = relax
         self.relaxer = None
@@ -101,25 +115,34 @@ class Scorer:
             built[prop] = oracle
         self.oracles = built
 
-    def __call__(self, structures: list[Any]) -> Scores:
+    def __call__(self, structures: list[Any], validity: str | None = None) -> Scores:
+        """Score ``structures``; ``validity`` overrides the gate for this call (the RL loop gates first)."""
         from matinvent.oracles import as_structures
 
         structs = as_structures(structures)
-        relaxed = structs
-        if self.relaxer is not None:  # relax once (cached); other properties are computed on the relaxed cells
-            ok = [i for i, s in enumerate(structs) if s is not None]
-            relaxed = [None] * len(structs)
-            for i, r in zip(ok, self.relaxer.relax([structs[i] for i in ok]), strict=True):
-                relaxed[i] = r.structure
-        values = {
-            prop: self.oracles[prop](structs if prop in self.on_input else relaxed) for prop in self.task.properties
-        }
+        valid, reason = gate_flags(structs, self.validity if validity is None else resolve_gate(validity))
+        unreadable = np.array([s is None for s in structs], dtype=bool)
+        idx = np.flatnonzero(valid)
+        inputs = [structs[i] for i in idx]
+        relaxed_inputs = inputs
+        if self.relaxer is not None and inputs:  # relax once (cached); other properties use the relaxed cells
+            relaxed_inputs = [r.structure for r in self.relaxer.relax(inputs)]
+        relaxed = list(structs)
+        for i, r in zip(idx, relaxed_inputs, strict=True):
+            relaxed[i] = r
+        values = {prop: np.full(len(structs), np.nan) for prop in self.task.properties}
+        if len(idx):
+            for prop in self.task.properties:
+                values[prop][idx] = self.oracles[prop](inputs if prop in self.on_input else relaxed_inputs)
         reward, hit, failed = self.task.rewards(values)
-        return Scores(values=values, reward=reward, hit=hit, failed=failed, structures=relaxed)
+        failed = (failed & valid) | unreadable
+        return Scores(
+            values=values, reward=reward, hit=hit, failed=failed, structures=relaxed, valid=valid, reason=reason
+        )
 
 
 def scores_table(ids: list[str], structures: list[Any], scores: Scores) -> pd.DataFrame:
-    """One row per structure: id, formula, one column per property, reward, hit (0/1)."""
+    """One row per structure: id, formula, one column per property, reward, hit (0/1), valid (0/1), reason."""
     formulas = []
     for s in structures:
         try:
@@ -130,4 +153,6 @@ def scores_table(ids: list[str], structures: list[Any], scores: Scores) -> pd.Da
     data.update({k: v for k, v in scores.values.items()})
     data["reward"] = scores.reward
     data["hit"] = scores.hit.astype(int)
+    data["valid"] = (scores.valid if scores.valid is not None else np.ones(len(ids), dtype=bool)).astype(int)
+    data["reason"] = scores.reason or [""] * len(ids)
     return pd.DataFrame(data)

@@ -8,9 +8,10 @@ from typing import Any
 
 from matinvent.config import ConfigError, from_dict, read_yaml
 from matinvent.crystal_diffusion import COMPONENTS
+from matinvent.validity import GATE_ALIASES, GATES
 
 METHODS = ("matinvent", "reinforce", "hill-climb", "prior", "weighted-denoising")
-VALIDITY = ("full", "structure", "none")
+VALIDITY = (*GATES, *GATE_ALIASES)  # full = physical+composition, structure = physical (older names)
 BASELINES = ("none", "batch")
 
 
@@ -21,7 +22,9 @@ class RLConfig:
     prior: str = "mp20_small"  # checkpoint folder or bundled prior name (mp20_small: fast on a CPU)
     batch_size: int = 32  # crystals sampled per iteration
     sample_steps: int | None = None  # reverse steps per sample (the MDP's T); None = the prior's default
-    validity: str = "full"  # which crystals reach the oracles: full (structure + SMACT) | structure | none
+    # which crystals reach the oracles: physical+composition (covalent radii + density + SMACT) | physical |
+    # cdvae+composition | cdvae (the 0.5 Å check of earlier releases) | none; old names full, structure
+    validity: str = "physical+composition"
     lr: float = 5e-4  # Adam; tuned on the density task with mp20_small on a CPU (few iterations per run)
     epochs: int = 2  # optimiser steps per iteration (policy-gradient methods: matinvent, reinforce)
     grad_clip: float = 1.0

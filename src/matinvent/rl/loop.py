@@ -57,18 +57,15 @@ MAX_EMPTY_ITERATIONS = 10  # consecutive iterations without a valid crystal befo
 
 
 def validity_flags(crystals: list[Crystal | None], mode: str) -> np.ndarray:
-    """Which crystals go to the oracles: ``full`` = structure + SMACT, ``structure``, or ``none`` (all readable)."""
-    from matinvent.evaluate import composition_valid, structure_valid
+    """Which crystals go to the oracles under the gate ``mode`` (``matinvent.validity.GATES``; old names mapped).
 
-    out = np.zeros(len(crystals), dtype=bool)
-    for i, c in enumerate(crystals):
-        if c is None:
-            continue
-        if mode == "none":
-            out[i] = True
-        else:
-            out[i] = structure_valid(c) and (mode == "structure" or composition_valid(c))
-    return out
+    ``physical+composition`` (the default; old name ``full``) = covalent-radius contacts + density
+    window + SMACT; ``physical`` (old ``structure``); ``cdvae`` / ``cdvae+composition`` = the 0.5 Å
+    check of earlier releases; ``none`` = every readable crystal.
+    """
+    from matinvent.validity import gate_flags
+
+    return gate_flags(crystals, mode)[0]
 
 
 def _formula(c: Crystal | None) -> str:
@@ -123,7 +120,7 @@ def optimize(
     prior_path = resolve_checkpoint(cfg.prior)
     prior = load_prior(prior_path, device=cfg.device)
     if scorer is None:
-        scorer = Scorer(task)
+        scorer = Scorer(task, validity="none")  # the loop gates with cfg.validity itself
     run_info = {
         "task": task.name,
         "method": method,
@@ -271,7 +268,7 @@ def _iteration(
         n_keep = len(crystals) if valid.sum() <= remaining else int(np.flatnonzero(evaluated)[-1]) + 1
         idx = np.flatnonzero(evaluated)
         if len(idx):
-            scores = scorer([crystals[i] for i in idx])
+            scores = scorer([crystals[i] for i in idx], validity="none")  # gated above by cfg.validity
             for p in task.properties:
                 props[p][idx] = scores.values[p]
             reward[idx], hit[idx], failed[idx] = scores.reward, scores.hit, scores.failed
