@@ -17,10 +17,14 @@ def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.
 
 
 def scatter_mean(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
-    """Mean of rows of ``src`` per group; empty groups give 0."""
+    """Mean of rows of ``src`` per group; empty groups give 0.
+
+    The group sizes are an integer ``index_add_`` of ones (exactly ``bincount``'s counts), which,
+    unlike ``bincount``, has a known output size: no host sync on a GPU, no graph break under compile.
+    """
     total = scatter_sum(src, index, dim_size)
-    count = torch.bincount(index, minlength=dim_size).clamp(min=1).to(src.dtype)
-    return total / count.view(-1, *([1] * (src.dim() - 1)))
+    count = torch.zeros(dim_size, dtype=torch.long, device=index.device).index_add_(0, index, torch.ones_like(index))
+    return total / count.clamp(min=1).to(src.dtype).view(-1, *([1] * (src.dim() - 1)))
 
 
 @dataclass
