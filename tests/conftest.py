@@ -30,6 +30,18 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, data_dir) -> Path:
+    """train.csv (8 rows) and val.csv (4 rows) cut from the MP-20 fixture."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("data")
+    df = pd.read_csv(data_dir / "mp20_sample.csv")
+    df.iloc[:8].to_csv(root / "train.csv", index=False)
+    df.iloc[8:].to_csv(root / "val.csv", index=False)
+    return root
+
+
 _MODEL_CACHE: dict = {}
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 import torch
+from model_utils import perturbed
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 from torch.nn import functional as Fn
@@ -69,15 +69,6 @@ def log_prob_ref(tr, batch: torch.Tensor) -> torch.Tensor:
     if p.std_A > 0:
         lp = lp + per_crystal(Normal(p.mean_A, p.std_A).log_prob(tr.A_next), batch, B)
     return lp
-
-
-def perturbed(model, scale: float, seed: int = 5):
-    other = copy.deepcopy(model)
-    g = gen(seed)
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return other
 
 
 # --- loss -----------------------------------------------------------------------------------------------

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
+from model_utils import perturbed
 from torch.distributions import Categorical, kl_divergence
 
 from matinvent.batch import CrystalBatch
@@ -30,15 +29,6 @@ def model(make_model):
 @pytest.fixture
 def traj(model):
     return model.sample(4, generator=gen(0), return_trajectory=True)
-
-
-def perturbed(model, scale: float = 0.05, seed: int = 5):
-    other = copy.deepcopy(model)
-    g = gen(seed)
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return other
 
 
 def step_distribution(model, tr, batch, num_atoms) -> Categorical:
@@ -115,7 +105,7 @@ def test_full_transition_log_prob_includes_the_type_term(model, traj):
 
 
 def test_type_kl_is_zero_for_the_same_model_and_matches_torch_after_a_perturbation(model, traj):
-    other = perturbed(model)
+    other = perturbed(model, 0.05)
     checked = 0
     for tr in traj.transitions:
         p = model.transition_params(tr, traj.batch, traj.num_atoms)

@@ -17,16 +17,6 @@ from matinvent.crystal import Crystal
 from matinvent.train import STATE, _lr_at, load_training_data, natoms_histogram, pretrain
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, data_dir):
-    """train.csv (8 rows) and val.csv (4 rows) cut from the MP-20 fixture."""
-    root = tmp_path_factory.mktemp("data")
-    df = pd.read_csv(data_dir / "mp20_sample.csv")
-    df.iloc[:8].to_csv(root / "train.csv", index=False)
-    df.iloc[8:].to_csv(root / "val.csv", index=False)
-    return root
-
-
 def tiny_config(max_steps: int = 4) -> PretrainConfig:
     return from_dict(
         PretrainConfig,

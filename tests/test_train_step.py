@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import math
 
-import pandas as pd
 import pytest
 import torch
 
@@ -22,15 +21,6 @@ from matinvent.train import (
     natoms_histogram,
     pretrain,
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, data_dir):
-    root = tmp_path_factory.mktemp("data")
-    df = pd.read_csv(data_dir / "mp20_sample.csv")
-    df.iloc[:8].to_csv(root / "train.csv", index=False)
-    df.iloc[8:].to_csv(root / "val.csv", index=False)
-    return root
 
 
 def tiny_config(max_steps: int = 5, **train) -> PretrainConfig:
