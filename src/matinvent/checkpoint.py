@@ -20,8 +20,8 @@ from matinvent.denoiser import DenoiserConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-DEFAULT_PRIOR = "mp20_base"  # best sample quality (matinvent sample)
-FAST_PRIOR = "mp20_small"  # 4x fewer parameters: the default for RL on a CPU (matinvent optimize)
+DEFAULT_PRIOR = "mp20_masked"  # best chemistry (masked atom types; issue #10): matinvent sample
+FAST_PRIOR = "mp20_masked"  # also the cheap one (6 x 128): the default for RL on a CPU (matinvent optimize)
 
 
 def bundled_priors() -> list[str]:
@@ -35,7 +35,8 @@ def default_checkpoint_path(name: str = DEFAULT_PRIOR) -> Path:
 
 
 def resolve_checkpoint(name_or_path: str | Path | None, default: str = DEFAULT_PRIOR) -> Path:
-    """A checkpoint folder from a path, a bundled prior's name (``mp20_base``, ``mp20_small``) or ``None``."""
+    """A checkpoint folder from a path, a bundled prior's name (``mp20_masked``, ``mp20_base``,
+    ``mp20_small``) or ``None``."""
     if name_or_path is None:
         return default_checkpoint_path(default)
     path = Path(name_or_path)
@@ -64,7 +65,7 @@ def save_prior(model: CrystalDiffusion, directory: str | Path, info: dict[str, A
 
 
 def load_prior(directory: str | Path | None = None, device: str | torch.device = "cpu") -> CrystalDiffusion:
-    """Rebuild a prior from a checkpoint folder or bundled prior name (default: the bundled ``mp20_base``)."""
+    """Rebuild a prior from a checkpoint folder or bundled prior name (default: the bundled ``mp20_masked``)."""
     directory = resolve_checkpoint(directory)
     cfg_path, w_path = directory / CONFIG, directory / WEIGHTS
     if not cfg_path.exists() or not w_path.exists():

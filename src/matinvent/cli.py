@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="run folder (memory.sqlite, metrics.csv, checkpoint.pt, summary.json)")
     q.add_argument("--resume", action="store_true", help="continue the run in --out (after a crash or kill)")
     q.add_argument("--config", help="YAML with optimisation settings (see configs/optimize.yaml)")
-    q.add_argument("--prior", help="prior checkpoint folder or bundled name (default mp20_small)")
+    q.add_argument("--prior", help="prior checkpoint folder or bundled name (default mp20_masked)")
     q.add_argument("--device", help="cpu or cuda")
     q.add_argument("--threads", type=int, help="torch CPU threads (0 = torch default)")
     q.set_defaults(func=_cmd_optimize)

@@ -19,7 +19,7 @@ BASELINES = ("none", "batch")
 class RLConfig:
     """Knobs of ``matinvent optimize`` (defaults: the paper's where it gives them)."""
 
-    prior: str = "mp20_small"  # checkpoint folder or bundled prior name (mp20_small: fast on a CPU)
+    prior: str = "mp20_masked"  # checkpoint folder or bundled prior name (mp20_masked: fast on a CPU)
     batch_size: int = 32  # crystals sampled per iteration
     sample_steps: int | None = None  # reverse steps per sample (the MDP's T); None = the prior's default
     # which crystals reach the oracles: physical+composition (covalent radii + density + SMACT) | physical |
