@@ -106,3 +106,15 @@ def test_missing_or_unreadable_hull_file(tmp_path):
     binary.write_bytes(b"\x00\x01 not gzip")
     with pytest.raises(HullFileError, match="junk.csv.gz"):
         load_hull(binary)
+
+
+def test_n_compounds_counts_compound_entries_of_the_chemical_system(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("formula,e_form_per_atom\nNaCl,-2.0\nNa2Cl,-1.0\nMgO,-3.0\n")
+    hull = load_hull(path)
+    assert hull.n_compounds(["Na", "Cl"]) == 2
+    assert hull.n_compounds(["Na", "Cl", "Mg"]) == 2  # subsystems count, MgO does not lie in Na-Cl-Mg
+    assert hull.n_compounds(["Mg", "O", "Na"]) == 1
+    assert hull.n_compounds(["Na", "Mg"]) == 0  # only elements: E_hull would equal E_form there
+    # with no compound in the system the hull is the elements alone: E_hull = E_form
+    assert e_above_hull("NaMg", -0.3, hull) == pytest.approx(-0.3, abs=1e-9)

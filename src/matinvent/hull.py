@@ -133,6 +133,15 @@ class ReferenceHull:
         """The given elements (symbols or pymatgen Elements) that no hull entry contains."""
         return sorted({str(el) for el in elements} - self.elements)
 
+    def n_compounds(self, elements: Iterable[Any]) -> int:
+        """How many compound (≥ 2-element) entries lie in the chemical system of ``elements``.
+
+        0 means the hull there is only the elemental references, so E_hull = E_form: a crystal of
+        a system the data never sampled looks "stable" merely for being below its elements.
+        """
+        system = frozenset(str(el) for el in elements)
+        return sum(len(group) for key, group in self._by_system.items() if len(key) > 1 and key <= system)
+
     def phase_diagram(self, elements: Iterable[Any]) -> PhaseDiagram:
         """The pymatgen ``PhaseDiagram`` of the chemical system spanned by ``elements`` (cached).
 

@@ -10,6 +10,9 @@ Per structure (one row each):
 - ``e_form`` (eV/atom): formation energy of the relaxed structure, MP2020 scale;
 - ``e_above_hull`` (eV/atom): ``PhaseDiagram.get_decomp_and_e_above_hull(..., allow_negative=True)``;
   negative values are kept (below the reference hull);
+- ``hull_compounds``: compound entries of the hull inside the crystal's chemical system; with 0,
+  E_hull = E_form (only the elements to compare with), so ``frac_stable_0.1_hull_covered`` gives
+  the stable fraction among crystals whose system the hull samples;
 - ``rmsd`` (Å): MatterGen's RMSD from relaxation: pymatgen ``StructureMatcher(ltol=0.5, stol=0.5,
   angle_tol=10, primitive_cell=True, scale=False, attempt_supercell=True).get_rms_dist`` between the
   generated and the relaxed structure, times ``(V̄/N)^(1/3)`` (V̄ the volume of the lattice with the
@@ -67,7 +70,7 @@ HULL_TOL = 1e-8  # eV/atom: floating-point slack of both thresholds (pymatgen's 
 RMSD_STOL = 0.5  # MatterGen's MAX_RMSD, in units of (V/N)^(1/3)
 ROW_KEYS = (  # the columns of a row, in order
     "index", "formula", "e_form", "e_above_hull", "rmsd", "stable", "on_hull", "unique", "novel", "sun",
-    "relax_converged", "relax_steps", "stability_reason",
+    "hull_compounds", "relax_converged", "relax_steps", "stability_reason",
 )  # fmt: skip
 
 
@@ -171,6 +174,7 @@ def _measure(
     if math.isfinite(row["e_form"]):
         e_hull, why = e_above_hull_with_reason(r.structure.composition, row["e_form"], hull)
         row["e_above_hull"] = e_hull
+        row["hull_compounds"] = hull.n_compounds(el.symbol for el in r.structure.composition.elements)
         if why:
             reasons.append(f"e_above_hull: {why}")
         else:
@@ -274,6 +278,10 @@ def stability_metrics(
         "frac_novel": _fraction(novel, n_relaxed) if with_novelty else math.nan,
         "sun_rate": _fraction([r["sun"] for r in rows], k),
         "sun_rate_0.0": _fraction(sun_0, k),
+        "n_hull_covered": sum(bool(r.get("hull_compounds")) for r in rows),
+        "frac_stable_0.1_hull_covered": _fraction(
+            [r["stable"] for r in rows if r.get("hull_compounds")], sum(bool(r.get("hull_compounds")) for r in rows)
+        ),
         "sun_novelty_reference": f"training ({len(training)} structures)" if with_novelty else None,
         "stable_threshold": STABLE_THRESHOLD,
         "hull": reference.source,
