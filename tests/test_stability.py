@@ -22,7 +22,7 @@ SUMMARY_KEYS = {
     "n_requested", "n_selected", "n_relaxed", "n_failed", "n_e_above_hull", "frac_stable_0.1", "frac_stable_0.0",
     "mean_e_above_hull", "median_e_above_hull", "mean_rmsd", "frac_unique", "frac_novel", "sun_rate",
     "sun_rate_0.0", "sun_novelty_reference", "stable_threshold", "hull", "model", "seed", "n_hull_covered",
-    "frac_stable_0.1_hull_covered",
+    "frac_stable_0.1_hull_covered", "n_far_below_hull",
 }  # fmt: skip
 
 

@@ -68,6 +68,7 @@ STABLE_THRESHOLD = 0.1  # eV/atom above hull
 ON_HULL_THRESHOLD = 0.0  # eV/atom above hull
 HULL_TOL = 1e-8  # eV/atom: floating-point slack of both thresholds (pymatgen's PhaseDiagram.numerical_tol)
 RMSD_STOL = 0.5  # MatterGen's MAX_RMSD, in units of (V/N)^(1/3)
+FAR_BELOW_HULL = -0.1  # eV/atom; MP-20 itself has nothing below its hull: such values flag a thin hull or MLIP error
 ROW_KEYS = (  # the columns of a row, in order
     "index", "formula", "e_form", "e_above_hull", "rmsd", "stable", "on_hull", "unique", "novel", "sun",
     "hull_compounds", "relax_converged", "relax_steps", "stability_reason",
@@ -278,6 +279,7 @@ def stability_metrics(
         "frac_novel": _fraction(novel, n_relaxed) if with_novelty else math.nan,
         "sun_rate": _fraction([r["sun"] for r in rows], k),
         "sun_rate_0.0": _fraction(sun_0, k),
+        "n_far_below_hull": int((e_hull < FAR_BELOW_HULL).sum()),  # hull gaps or MLIP errors, not discoveries
         "n_hull_covered": sum(bool(r.get("hull_compounds")) for r in rows),
         "frac_stable_0.1_hull_covered": _fraction(
             [r["stable"] for r in rows if r.get("hull_compounds")], sum(bool(r.get("hull_compounds")) for r in rows)
