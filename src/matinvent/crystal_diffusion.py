@@ -128,7 +128,7 @@ class NoisedBatch:
     F_t: torch.Tensor
     L_t: torch.Tensor
     eps_L: torch.Tensor
-    eps_A: torch.Tensor
+    eps_A: torch.Tensor | None  # Gaussian types only
     target_F: torch.Tensor
     Z: torch.Tensor
     batch: torch.Tensor
@@ -207,9 +207,9 @@ class CrystalDiffusion(nn.Module):
         eps_A = (A - ab.sqrt() * torch.softmax(logits, dim=-1)) / (1 - ab).sqrt()
         return (eps_L, s_F, eps_A, logits) if return_type_logits else (eps_L, s_F, eps_A)
 
-    def _denoise(self, A, F, L, t: int, batch, num_atoms):
+    def _denoise(self, A, F, L, t: int, batch, num_atoms, return_type_logits: bool = False):
         tt = torch.full((L.shape[0],), t, device=L.device, dtype=torch.long)
-        return self.predict(A, F, L, tt, batch, num_atoms)
+        return self.predict(A, F, L, tt, batch, num_atoms, return_type_logits)
 
     # --- training ------------------------------------------------------------------------
     def noise(self, crystals: CrystalBatch, generator: torch.Generator | None = None) -> NoisedBatch:
@@ -229,7 +229,7 @@ class CrystalDiffusion(nn.Module):
         type_masked = None
         if self.masked_types:
             A_t, type_masked = mt.mask_types(crystals.Z, t_atom, self.absorbing, self.n_types, generator, dtype)
-            eps_A = torch.zeros(0, dtype=dtype, device=dev)
+            eps_A = None
         else:
             A0 = Fn.one_hot(crystals.Z - 1, self.n_types).to(dtype)
             eps_A = randn(*A0.shape)
@@ -265,16 +265,16 @@ class CrystalDiffusion(nn.Module):
             n = nb.num_atoms.to(eps_L_hat.dtype)
             loss_L = ((eps_L_hat - nb.eps_L) ** 2).flatten(1).mean(-1)
             loss_F = scatter_sum(((s_F_hat - nb.target_F) ** 2).sum(-1), nb.batch, B) / (3 * n)
-            if not self.masked_types:
-                loss_A = scatter_sum(((eps_A_hat - nb.eps_A) ** 2).sum(-1), nb.batch, B) / (self.n_types * n)
         else:
             loss_L = Fn.mse_loss(eps_L_hat, nb.eps_L)
             loss_F = Fn.mse_loss(s_F_hat, nb.target_F)
-            if not self.masked_types:
-                loss_A = Fn.mse_loss(eps_A_hat, nb.eps_A)
         if self.masked_types:  # cross-entropy of the clean element at the masked atoms
             loss_A = mt.type_loss(logits, nb.Z, nb.type_masked, nb.batch, nb.num_atoms, per_crystal)
             logits = None  # the auxiliary CE is the type loss itself
+        elif per_crystal:
+            loss_A = scatter_sum(((eps_A_hat - nb.eps_A) ** 2).sum(-1), nb.batch, B) / (self.n_types * n)
+        else:
+            loss_A = Fn.mse_loss(eps_A_hat, nb.eps_A)
         total = c.cost_lattice * loss_L + c.cost_coord * loss_F + c.cost_type * loss_A
         out = {"loss": total, "loss_lattice": loss_L, "loss_coord": loss_F, "loss_type": loss_A}
         if logits is not None and c.cost_type_ce > 0:
@@ -296,8 +296,7 @@ class CrystalDiffusion(nn.Module):
 
     def predictor_params(self, A, F_mid, L, t: int, t_prev: int, batch, num_atoms):
         """Reverse-SDE predictor on F and ancestral DDPM steps on L and A, from M_mid at time t."""
-        tt = torch.full((L.shape[0],), t, device=L.device, dtype=torch.long)
-        eps_L, F_out, eps_A, log_p0 = self.predict(A, F_mid, L, tt, batch, num_atoms, return_type_logits=True)
+        eps_L, F_out, eps_A, log_p0 = self._denoise(A, F_mid, L, t, batch, num_atoms, return_type_logits=True)
         sig_t = float(self.sigma.sigmas[t])
         sig_prev = float(self.sigma.sigmas[t_prev])
         step = sig_t**2 - sig_prev**2

@@ -70,33 +70,43 @@ def _matcher():
     return StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
 
 
-def unique_indices(crystals: list[Crystal]) -> list[int]:
-    """Indices of one representative per group of matching structures (same reduced formula first)."""
-    matcher = _matcher()
+def _as_structure(x: Any) -> Any:
+    return x.to_structure() if isinstance(x, Crystal) else x
+
+
+def unique_indices(crystals: list[Any], matcher: Any = None) -> list[int]:
+    """Indices of one representative per group of matching structures (same reduced formula first).
+
+    ``crystals``: ``Crystal`` records or pymatgen ``Structure``s; ``matcher``: a pymatgen
+    ``StructureMatcher`` (default: CDVAE's tolerances).
+    """
+    matcher = matcher or _matcher()
+    structures = [_as_structure(c) for c in crystals]
     by_formula: dict[str, list[int]] = defaultdict(list)
-    for i, c in enumerate(crystals):
-        by_formula[c.formula].append(i)
+    for i, s in enumerate(structures):
+        by_formula[s.composition.reduced_formula].append(i)
     keep = []
     for idx in by_formula.values():
         reps: list[int] = []
         for i in idx:
-            s = crystals[i].to_structure()
-            if not any(matcher.fit(s, crystals[j].to_structure()) for j in reps):
+            if not any(matcher.fit(structures[i], structures[j]) for j in reps):
                 reps.append(i)
         keep.extend(reps)
     return sorted(keep)
 
 
-def novel_mask(crystals: list[Crystal], reference: list[Crystal]) -> list[bool]:
-    """True where a crystal matches no reference structure of the same reduced formula."""
-    matcher = _matcher()
-    ref: dict[str, list[Crystal]] = defaultdict(list)
+def novel_mask(crystals: list[Any], reference: list[Any], matcher: Any = None) -> list[bool]:
+    """True where a crystal matches no reference structure of the same reduced formula (inputs and
+    ``matcher`` as :func:`unique_indices`)."""
+    matcher = matcher or _matcher()
+    ref: dict[str, list[Any]] = defaultdict(list)
     for r in reference:
-        ref[r.formula].append(r)
+        s = _as_structure(r)
+        ref[s.composition.reduced_formula].append(s)
     out = []
     for c in crystals:
-        s = c.to_structure()
-        out.append(not any(matcher.fit(s, r.to_structure()) for r in ref.get(c.formula, [])))
+        s = _as_structure(c)
+        out.append(not any(matcher.fit(s, r) for r in ref.get(s.composition.reduced_formula, [])))
     return out
 
 

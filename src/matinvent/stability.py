@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 from tqdm.auto import tqdm
 
+from matinvent.evaluate import novel_mask, unique_indices
 from matinvent.hull import ReferenceHull, e_above_hull_with_reason, load_hull
 from matinvent.oracles.base import as_structures
 from matinvent.oracles.mlip import (
@@ -102,33 +102,21 @@ def relaxation_rmsd(generated: Structure, relaxed: Structure) -> tuple[float, bo
 
 
 def unique_flags(structures: list[Structure | None]) -> list[bool | None]:
-    """True for the first of each group of matching structures, False for the rest, None for None."""
-    matcher = StructureMatcher()
-    seen: dict[str, list[Structure]] = defaultdict(list)
-    out: list[bool | None] = []
-    for s in structures:
-        if s is None:
-            out.append(None)
-            continue
-        group = seen[s.composition.reduced_formula]
-        is_new = not any(matcher.fit(s, other) for other in group)
-        if is_new:
-            group.append(s)
-        out.append(is_new)
-    return out
+    """True for the first of each group of matching structures, False for the rest, None for None
+    (``matinvent.evaluate.unique_indices`` with pymatgen's default ``StructureMatcher``)."""
+    present = [i for i, s in enumerate(structures) if s is not None]
+    keep = {present[k] for k in unique_indices([structures[i] for i in present], StructureMatcher())}
+    return [None if s is None else i in keep for i, s in enumerate(structures)]
 
 
 def novel_flags(structures: list[Structure | None], training: list[Any]) -> list[bool | None]:
-    """True where a structure matches no training structure of the same reduced formula; None for None."""
-    matcher = StructureMatcher()
-    by_formula: dict[str, list[Structure]] = defaultdict(list)
-    for t in as_structures(training):
-        if t is not None:
-            by_formula[t.composition.reduced_formula].append(t)
-    return [
-        None if s is None else not any(matcher.fit(s, t) for t in by_formula.get(s.composition.reduced_formula, []))
-        for s in structures
-    ]
+    """True where a structure matches no training structure of the same reduced formula; None for None
+    (``matinvent.evaluate.novel_mask`` with pymatgen's default ``StructureMatcher``)."""
+    present = [i for i, s in enumerate(structures) if s is not None]
+    reference = [t for t in as_structures(training) if t is not None]
+    flags = novel_mask([structures[i] for i in present], reference, StructureMatcher())
+    novel = dict(zip(present, flags, strict=True))
+    return [novel.get(i) for i in range(len(structures))]
 
 
 def _formation_energy(relaxer: MLIPRelaxer, r: Relaxed) -> float:

@@ -85,23 +85,30 @@ def periodic_distances(F: np.ndarray, L: np.ndarray) -> np.ndarray:
 
 def density_gcm3(x: Any) -> float:
     """Mass density in g/cm³ (NaN when the structure is unusable)."""
-    from ase.data import atomic_masses
-
     arrays = _arrays(x)
     if isinstance(arrays, str):
         return float("nan")
     Z, _, L = arrays
+    return _density(Z, L)
+
+
+def _density(Z: np.ndarray, L: np.ndarray) -> float:
+    from ase.data import atomic_masses
+
     return float(atomic_masses[Z].sum() / abs(np.linalg.det(L)) * AMU_PER_A3_TO_G_PER_CM3)
 
 
 def contact_ratio(x: Any) -> tuple[float, int, int, float]:
     """(min_ij d_ij / (r_i + r_j), i, j, d_ij in Å) over all periodic pairs, self-images included."""
-    from ase.data import covalent_radii
-
     arrays = _arrays(x)
     if isinstance(arrays, str):
         raise ValueError(arrays)
-    Z, F, L = arrays
+    return _contact(*arrays)
+
+
+def _contact(Z: np.ndarray, F: np.ndarray, L: np.ndarray) -> tuple[float, int, int, float]:
+    from ase.data import covalent_radii
+
     d = periodic_distances(F, L)
     r = covalent_radii[Z]
     ratio = d / (r[:, None] + r[None, :])
@@ -116,13 +123,13 @@ def physical_validity(x: Any, f: float = F_COVALENT, window: tuple[float, float]
     arrays = _arrays(x)
     if isinstance(arrays, str):
         return False, arrays
-    Z = arrays[0]
-    ratio, i, j, d = contact_ratio(x)
+    Z, _, L = arrays
+    ratio, i, j, d = _contact(*arrays)
     if ratio < f:
         ri, rj = covalent_radii[Z[i]], covalent_radii[Z[j]]
         pair = f"{chemical_symbols[Z[i]]}–{chemical_symbols[Z[j]]}" + (" (own image)" if i == j else "")
         return False, f"pair {pair} {d:.2f} Å < {f:g} × ({ri:.2f}+{rj:.2f}) Å"
-    rho = density_gcm3(x)
+    rho = _density(Z, L)
     if not window[0] <= rho <= window[1]:
         return False, f"density {rho:.1f} g/cm³ outside [{window[0]:g}, {window[1]:g}]"
     return True, ""

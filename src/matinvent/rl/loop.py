@@ -120,7 +120,7 @@ def optimize(
     prior_path = resolve_checkpoint(cfg.prior)
     prior = load_prior(prior_path, device=cfg.device)
     if scorer is None:
-        scorer = Scorer(task, validity="none")  # the loop gates with cfg.validity itself
+        scorer = Scorer(task)  # each call below overrides its gate: the loop gates with cfg.validity itself
     run_info = {
         "task": task.name,
         "method": method,
