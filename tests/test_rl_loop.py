@@ -144,7 +144,7 @@ def test_bad_inputs_fail_before_any_sampling(tiny_prior, tmp_path):
         optimize(TASK, "matinvent", 10, 0, tmp_path / "c", config(tiny_prior, topk_ratio=1.5), scorer=scorer)
     with pytest.raises(ConfigError, match="budget"):
         optimize(TASK, "matinvent", 0, 0, tmp_path / "d", config(tiny_prior), scorer=scorer)
-    with pytest.raises(ConfigError, match="'baseline' must be one of none, batch, got 'mean'"):
+    with pytest.raises(ConfigError, match="'baseline' must be one of none, batch, normalize, got 'mean'"):
         optimize(TASK, "matinvent", 10, 0, tmp_path / "f", config(tiny_prior, baseline="mean"), scorer=scorer)
     with pytest.raises(FileNotFoundError, match="not a matinvent checkpoint"):
         optimize(TASK, "matinvent", 10, 0, tmp_path / "e", config(tmp_path / "nowhere"), scorer=scorer)
@@ -208,9 +208,9 @@ def test_matinvent_raises_a_toy_reward_with_bounded_kl(tmp_path):
 
 
 def test_a_run_that_never_gets_a_valid_crystal_stops_with_a_message(tiny_prior, tmp_path, monkeypatch):
-    import matinvent.rl.loop as loop
+    import matinvent.rl.trainer as trainer
 
-    monkeypatch.setattr(loop, "validity_flags", lambda crystals, mode: np.zeros(len(crystals), dtype=bool))
+    monkeypatch.setattr(trainer, "gate_flags", lambda crystals, mode: (np.zeros(len(crystals), dtype=bool), []))
     oracle = LightFraction()
     scorer = Scorer(TASK, oracles={"light": oracle})
     cfg = config(tiny_prior)

@@ -151,7 +151,8 @@ def test_matinvent_loss_is_the_papers_formula(with_prior):
     r = np.array([0.2, 0.9, 0.5])
     cfg = RLConfig(kl_steps=0, alpha=0.7, beta=0.3, lam=1.1)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    stats = MatInvent(cfg, model, prior, ts, opt, torch.Generator().manual_seed(0)).policy_step(trajs, r, use_kl=True)
+    method = MatInvent(cfg, model, prior, ts, opt, torch.Generator().manual_seed(0))
+    stats = method.policy_step(trajs, r, r, use_kl=True)
     with torch.no_grad():
         logp = sum(transition_log_prob(model, *stack_step(trajs, s, ts)) for s in range(len(ts)))
         kl = sum(transition_kl(model, prior, *stack_step(trajs, s, ts)) for s in range(len(ts)))
@@ -175,7 +176,7 @@ def test_batch_baseline_subtracts_the_mean_reward_from_the_policy_weight_only(wi
     rollout = Rollout(
         trajs + trajs[:1], [None] * 4, ["A", "B", "C", "D"], evaluated, np.r_[r, 0.0], np.r_[r, 0.0], list("abcd")
     )
-    assert method.baseline(rollout.filtered[evaluated]) == pytest.approx(0.5)
+    assert method.advantages(r, rollout.filtered[evaluated]) == pytest.approx(r - 0.5)
     stats = method.update(rollout, [])
     with torch.no_grad():
         logp = sum(transition_log_prob(model, *stack_step(trajs, s, ts)) for s in range(len(ts)))
@@ -185,7 +186,7 @@ def test_batch_baseline_subtracts_the_mean_reward_from_the_policy_weight_only(wi
     expected = (-0.7 * (rt - 0.5) * logp[order] + 0.3 * (1.1 - rt) * kl[order]).mean()
     assert stats["loss"] == pytest.approx(float(expected), rel=1e-5)
     # the default (the paper's) has no baseline
-    assert MatInvent(RLConfig(), model, prior, ts, opt, torch.Generator()).baseline(r) == 0.0
+    assert MatInvent(RLConfig(), model, prior, ts, opt, torch.Generator()).advantages(r, r) == pytest.approx(r)
 
 
 def test_pg_components_restrict_the_policy_gradient_to_the_chosen_log_prob_terms(with_prior):
@@ -206,7 +207,7 @@ def test_pg_components_restrict_the_policy_gradient_to_the_chosen_log_prob_terms
     rt = torch.tensor(r, dtype=torch.float32)
     for comps, weight in ((["A"], 1.0), (["A", "L", "F", "F_corr"], None)):
         cfg = RLConfig(kl_steps=0, alpha=0.7, beta=0.3, lam=1.1, pg_components=comps)
-        stats = MatInvent(cfg, model, prior, ts, opt, torch.Generator().manual_seed(0)).policy_step(trajs, r, True)
+        stats = MatInvent(cfg, model, prior, ts, opt, torch.Generator().manual_seed(0)).policy_step(trajs, r, r, True)
         if weight is not None:
             expected = (-0.7 * rt * logp_a + 0.3 * (1.1 - rt) * kl).mean()
             assert stats["loss"] == pytest.approx(float(expected), rel=1e-5)

@@ -165,6 +165,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recheck(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from matinvent.recheck import RECHECK_JSON, headline_table, recheck_run
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = recheck_run(args.run, n_max=args.n_max or None, seed=args.seed, hull=args.hull, task=args.task)
+    print(headline_table(result))
+    print(f"wrote {Path(args.run) / RECHECK_JSON}, recheck.csv and the relaxed CIFs in recheck/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from matinvent.evaluate import EVALUATION_GATES
     from matinvent.validity import GATES
@@ -256,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="output folder (default: the run folder, or ./report for several runs)")
     q.add_argument("--top", type=int, default=10, help="top candidates listed per run")
     q.set_defaults(func=_cmd_report)
+
+    q = sub.add_parser("recheck", help="relax a run's distinct hits (SevenNet-0), re-score them, E_hull")
+    q.add_argument("run", help="run folder written by 'matinvent optimize'")
+    q.add_argument("--n-max", type=int, default=50, help="check a seeded random subset of at most N hits (0 = all)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the subset")
+    q.add_argument("--hull", help="hull CSV (matinvent.hull; default: its shipped MP-20 hull)")
+    q.add_argument("--task", help="task name or YAML file (default: the run's; needed for a user task file)")
+    q.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    q.set_defaults(func=_cmd_recheck)
 
     q = sub.add_parser("tasks", help="list the shipped tasks and their windows")
     q.set_defaults(func=_cmd_tasks)

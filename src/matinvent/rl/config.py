@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,22 @@ from matinvent.validity import GATE_ALIASES, GATES
 
 METHODS = ("matinvent", "reinforce", "hill-climb", "prior", "weighted-denoising")
 VALIDITY = (*GATES, *GATE_ALIASES)  # full = physical+composition, structure = physical (older names)
-BASELINES = ("none", "batch")
+BASELINES = ("none", "batch", "normalize")
+REDUCE = ("sum", "mean")
+REPLAY_PG = ("on", "off")
+
+
+@dataclass
+class ComponentWeights:
+    """A weight per stochastic component of a transition (see ``crystal_diffusion.COMPONENTS``)."""
+
+    F_corr: float = 1.0
+    F: float = 1.0
+    L: float = 1.0
+    A: float = 1.0
+
+    def as_list(self) -> list[float]:
+        return [getattr(self, c) for c in COMPONENTS]
 
 
 @dataclass
@@ -29,11 +45,24 @@ class RLConfig:
     epochs: int = 2  # optimiser steps per iteration (policy-gradient methods: matinvent, reinforce)
     grad_clip: float = 1.0
     alpha: float = 1.0  # policy-gradient weight
-    baseline: str = "none"  # PG weight α·(r − b): none (b = 0, the paper) | batch (b = mean reward of the batch)
+    # PG weight: none (r, the paper) | batch (r − mean) | normalize ((r − mean)/std, clipped at ±adv_clip)
+    baseline: str = "none"
+    adv_clip: float = 5.0
     pg_components: list[str] = field(default_factory=lambda: list(COMPONENTS))  # log p terms in the PG
     beta: float = 1.0  # reward-weighted KL weight
     lam: float = 1.1  # λ, slightly above the maximum reward
     kl_steps: int = 10  # K of T steps drawn per trajectory and update (0 = all T)
+    # --- stabilisers (ours; the paper's loss when left at these defaults) ---
+    logp_reduce: str = "sum"  # sum (the paper) | mean: each component's log p and KL averaged over its dimensions
+    sigma_floor: float = 0.0  # floor on the Gaussian σ in log-probs and KLs (0 = none)
+    skip_last: int = 0  # the last k reverse steps (near-deterministic) never enter the update
+    ppo_clip: float = 0.0  # ε of PPO's clipped ratio vs. the log-probs stored at sampling (0 = plain PG)
+    # replayed trajectories in the PG: on (like the batch's; with ppo_clip, a clipped importance ratio against
+    # the log-probs stored when they were sampled) | off (KL term only)
+    replay_pg: str = "on"
+    kl_weights: ComponentWeights = field(default_factory=ComponentWeights)  # KL weight per component
+    natoms_action: bool = False  # N drawn from a learnable categorical (the MDP's first action)
+    natoms_lr: float = 0.05  # Adam learning rate of the atom-count logits
     topk_ratio: float = 0.5  # fraction of the batch kept for the update (matinvent, weighted-denoising)
     replay_size: int = 100
     replay_per_iter: int = 10
@@ -51,12 +80,18 @@ class RLConfig:
 
 
 def validate(cfg: RLConfig) -> RLConfig:
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"config key '{f.name}' must be a finite number, got {v}")
     positive = (
         "batch_size",
         "lr",
         "epochs",
         "grad_clip",
         "lam",
+        "adv_clip",
+        "natoms_lr",
         "hc_epochs",
         "wd_epochs",
         "n_hits",
@@ -65,7 +100,18 @@ def validate(cfg: RLConfig) -> RLConfig:
     for key in positive:
         if not getattr(cfg, key) > 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {getattr(cfg, key)}")
-    for key in ("alpha", "beta", "kl_steps", "replay_size", "replay_per_iter", "wd_prior_weight", "threads"):
+    for key in (
+        "alpha",
+        "beta",
+        "kl_steps",
+        "replay_size",
+        "replay_per_iter",
+        "wd_prior_weight",
+        "threads",
+        "sigma_floor",
+        "skip_last",
+        "ppo_clip",
+    ):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {getattr(cfg, key)}")
     for key in ("topk_ratio", "hc_top_ratio"):
@@ -81,6 +127,15 @@ def validate(cfg: RLConfig) -> RLConfig:
         )
     if cfg.baseline not in BASELINES:
         raise ConfigError(f"config key 'baseline' must be one of {', '.join(BASELINES)}, got {cfg.baseline!r}")
+    for c in COMPONENTS:
+        if getattr(cfg.kl_weights, c) < 0:
+            raise ConfigError(f"config key 'kl_weights.{c}' must be >= 0, got {getattr(cfg.kl_weights, c)}")
+    if cfg.logp_reduce not in REDUCE:
+        raise ConfigError(f"config key 'logp_reduce' must be one of {', '.join(REDUCE)}, got {cfg.logp_reduce!r}")
+    if cfg.replay_pg not in REPLAY_PG:
+        raise ConfigError(f"config key 'replay_pg' must be one of {', '.join(REPLAY_PG)}, got {cfg.replay_pg!r}")
+    if not cfg.ppo_clip < 1:
+        raise ConfigError(f"config key 'ppo_clip' must be in [0, 1), got {cfg.ppo_clip}")
     if cfg.validity not in VALIDITY:
         raise ConfigError(f"config key 'validity' must be one of {', '.join(VALIDITY)}, got {cfg.validity!r}")
     if not 0 <= cfg.replay_min_reward < 1:

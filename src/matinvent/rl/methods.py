@@ -4,9 +4,10 @@ Every method sees the same iteration (a :class:`Rollout`: trajectories, crystals
 the shared loop in :mod:`matinvent.rl.loop`; flags say whether the loop applies the diversity
 filter and the replay buffer for it.
 
-- ``matinvent``: top-k (filtered reward) + replay; −α·r·Σ log p + β·(λ − r)·Σ KL(agent ‖ prior)
-  (with ``baseline: batch`` the first weight is α·(r − b), b = the batch's mean filtered reward;
-  ``pg_components`` limits log p to some of F_corr, F, L, A);
+- ``matinvent``: top-k (filtered reward) + replay; −α·r·Σ log p + β·(λ − r)·Σ KL(agent ‖ prior),
+  with the stabilisers of :mod:`matinvent.rl.objective` as config switches (``baseline``,
+  ``logp_reduce``, ``sigma_floor``, ``skip_last``, ``ppo_clip``, ``replay_pg``, ``kl_weights``;
+  ``pg_components`` limits log p to some of F_corr, F, L, A; ``natoms_action`` adds N);
 - ``reinforce``: the policy-gradient term alone over the batch (no KL, replay or filter);
 - ``hill-climb``: ordinary denoising loss on the top 40 % of the batch, 4 epochs;
 - ``prior``: frozen, sample only;
@@ -26,8 +27,10 @@ import torch
 
 from matinvent.batch import CrystalBatch
 from matinvent.crystal import Crystal
-from matinvent.crystal_diffusion import CrystalDiffusion, transition_log_prob_and_kl
+from matinvent.crystal_diffusion import COMPONENTS, CrystalDiffusion
 from matinvent.rl.config import RLConfig
+from matinvent.rl.natoms import NatomsPolicy
+from matinvent.rl.objective import advantages, component_kls, component_log_probs, kl_loss, policy_loss
 from matinvent.rl.replay import ReplayEntry
 from matinvent.rl.trajectories import CrystalTrajectory, stack_step
 
@@ -67,6 +70,7 @@ class Method:
     trains = True
     uses_filter = False
     uses_replay = False
+    policy_gradient = False  # trains on log-probs of sampled actions (PPO ratios need them stored)
 
     def __init__(
         self,
@@ -76,21 +80,23 @@ class Method:
         ts: list[int],
         optimizer: torch.optim.Optimizer | None,
         generator: torch.Generator,
+        natoms: NatomsPolicy | None = None,
     ) -> None:
         self.cfg, self.agent, self.prior, self.ts = cfg, agent, prior, ts
-        self.opt, self.gen = optimizer, generator
+        self.opt, self.gen, self.natoms = optimizer, generator, natoms
 
     def update(self, rollout: Rollout, replay: list[tuple[ReplayEntry, CrystalTrajectory]]) -> dict[str, float]:
         raise NotImplementedError
 
     # --- shared pieces -------------------------------------------------------------------
-    def top_k_and_replay(self, rollout: Rollout, replay) -> tuple[list[CrystalTrajectory], np.ndarray]:
-        """The top ``topk_ratio`` of the batch by filtered reward, plus the replayed crystals."""
+    def top_k_and_replay(self, rollout: Rollout, replay) -> tuple[list[CrystalTrajectory], np.ndarray, np.ndarray]:
+        """The top ``topk_ratio`` of the batch by filtered reward, plus the replayed crystals (flagged)."""
         k = math.ceil(self.cfg.topk_ratio * len(rollout.crystals))
         top = top_indices(rollout.filtered, rollout.evaluated, k)
         trajs = [rollout.trajectories[i] for i in top] + [t for _, t in replay]
         rewards = np.array([rollout.filtered[i] for i in top] + [e.reward for e, _ in replay], dtype=np.float64)
-        return trajs, rewards
+        replayed = np.arange(len(trajs)) >= len(top)
+        return trajs, rewards, replayed
 
     def optimizer_step(self, loss: torch.Tensor) -> float:
         """One clipped Adam step on ``loss``; returns its value."""
@@ -101,49 +107,99 @@ class Method:
         return float(loss.detach())
 
     def draw_steps(self) -> list[int]:
-        """K of the T reverse steps, without replacement (all T when kl_steps is 0 or ≥ T)."""
-        T = len(self.ts)
+        """K of the trainable reverse steps (all but the last ``skip_last``), drawn without replacement."""
+        T = len(self.ts) - self.cfg.skip_last
         K = T if self.cfg.kl_steps in (0, None) else min(self.cfg.kl_steps, T)
         return sorted(torch.randperm(T, generator=self.gen)[:K].tolist())
 
-    def baseline(self, rewards: np.ndarray) -> float:
-        """The policy gradient's b: 0 (``baseline: none``) or the mean of ``rewards`` (``batch``)."""
-        return float(np.mean(rewards)) if self.cfg.baseline == "batch" and len(rewards) else 0.0
+    def advantages(self, rewards: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """The PG weights of ``rewards`` under ``baseline`` (mean/std from ``reference``)."""
+        return advantages(rewards, reference, self.cfg.baseline, self.cfg.adv_clip)
 
     def policy_step(
-        self, trajs: list[CrystalTrajectory], rewards: np.ndarray, use_kl: bool, baseline: float = 0.0
+        self,
+        trajs: list[CrystalTrajectory],
+        rewards: np.ndarray,
+        adv: np.ndarray,
+        use_kl: bool,
+        replayed: np.ndarray | None = None,
     ) -> dict[str, float]:
-        """``epochs`` optimiser steps on −α·(r − b)·Σ log p (+ β·(λ − r)·Σ KL), mean over trajectories."""
+        """``epochs`` optimiser steps on the (stabilised) Eq. 17, mean over trajectories.
+
+        Per drawn step: α·PG(log p, A) + β·(λ − r)·Σ_c w_c KL_c (:mod:`matinvent.rl.objective`),
+        scaled by T/K; plus, with the atom-count action, the same two terms for N once per epoch.
+        ``replayed`` marks trajectories from the replay buffer (left out of the PG with ``replay_pg: off``).
+        """
         if not trajs:
             return {}
         cfg, dev = self.cfg, self.cfg.device
+        B = len(trajs)
         r = torch.as_tensor(np.asarray(rewards, dtype=np.float32), device=dev)
-        adv = r - baseline
-        components = tuple(cfg.pg_components)
-        T = len(self.ts)
-        stats = {"loss": 0.0, "logp": 0.0, "kl": 0.0}
+        a = torch.as_tensor(np.asarray(adv, dtype=np.float32), device=dev)
+        replayed = np.zeros(B, dtype=bool) if replayed is None else np.asarray(replayed, dtype=bool)
+        pg_on = torch.as_tensor(~replayed if cfg.replay_pg == "off" else np.ones(B, dtype=bool), device=dev)
+        pg_mask = torch.tensor([c in cfg.pg_components for c in COMPONENTS], dtype=torch.float32, device=dev)
+        kl_w = torch.tensor(cfg.kl_weights.as_list(), dtype=torch.float32, device=dev)
+        has_old = torch.tensor([t.logp is not None for t in trajs], device=dev)
+        clip = cfg.ppo_clip
+        T = len(self.ts) - cfg.skip_last
+        stats = {"loss": 0.0, "logp": 0.0, "kl": 0.0, "clip_frac": 0.0}
+        n_terms = 0
         for _ in range(cfg.epochs):
             steps = self.draw_steps()
             scale = T / len(steps)
             self.opt.zero_grad(set_to_none=True)
             for s in steps:
                 tr, batch, num_atoms = stack_step(trajs, s, self.ts, dev)
-                logp, kl = transition_log_prob_and_kl(
-                    self.agent, self.prior if use_kl else None, tr, batch, num_atoms, components
-                )
-                loss = -cfg.alpha * (adv * logp)
-                if kl is not None:
-                    loss = loss + cfg.beta * (cfg.lam - r) * kl
-                    stats["kl"] += scale * float(kl.detach().mean()) / cfg.epochs
+                p = self.agent.transition_params(tr, batch, num_atoms)
+                lp = (component_log_probs(p, tr, batch, num_atoms, cfg.sigma_floor, cfg.logp_reduce) * pg_mask).sum(-1)
+                old = self._old_logp(trajs, s, pg_mask, dev) if clip > 0 else None
+                pg, ratio = policy_loss(lp, a, old, clip, use_ratio=has_old)
+                loss = cfg.alpha * pg * pg_on
+                if use_kl:
+                    with torch.no_grad():
+                        q = self.prior.transition_params(tr, batch, num_atoms)
+                    kl = component_kls(p, q, batch, num_atoms, cfg.sigma_floor, cfg.logp_reduce)
+                    loss = loss + cfg.beta * kl_loss(kl, r, cfg.lam, kl_w)
+                    stats["kl"] += scale * float((kl.detach() * kl_w).sum(-1).mean()) / cfg.epochs
                 loss = scale * loss.mean()
                 loss.backward()
                 stats["loss"] += float(loss.detach()) / cfg.epochs
-                stats["logp"] += scale * float(logp.detach().mean()) / cfg.epochs
-            torch.nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.grad_clip)
+                stats["logp"] += scale * float(lp.detach().mean()) / cfg.epochs
+                stats["clip_frac"] += float(((ratio - 1).abs() > clip).float().mean()) if clip > 0 else 0.0
+                n_terms += 1
+            if self.natoms is not None:
+                stats["loss"] += self._natoms_step(trajs, r, a, pg_on, use_kl) / cfg.epochs
+            params = list(self.agent.parameters())
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if self.natoms is not None:
+                torch.nn.utils.clip_grad_norm_(self.natoms.parameters(), cfg.grad_clip)
             self.opt.step()
+        stats["clip_frac"] = stats["clip_frac"] / n_terms if clip > 0 and n_terms else math.nan
         if not use_kl:
             stats["kl"] = math.nan
         return stats
+
+    @staticmethod
+    def _old_logp(trajs: list[CrystalTrajectory], s: int, pg_mask: torch.Tensor, dev: str) -> torch.Tensor:
+        """(B,) stored sampling-time log-probs of step ``s`` over the PG components (0 where not stored)."""
+        rows = [t.logp[s] if t.logp is not None else torch.zeros(len(pg_mask)) for t in trajs]
+        return (torch.stack(rows).to(dev) * pg_mask).sum(-1)
+
+    def _natoms_step(self, trajs, r: torch.Tensor, a: torch.Tensor, pg_on: torch.Tensor, use_kl: bool) -> float:
+        """Backpropagate α·PG + β·(λ − r)·KL of the atom-count action (once per epoch); returns its value."""
+        cfg = self.cfg
+        n = torch.tensor([t.num_atoms for t in trajs], device=cfg.device)
+        lp = self.natoms.log_prob(n)
+        has_old = all(t.logp_N is not None for t in trajs)
+        old = torch.cat([t.logp_N for t in trajs]).to(cfg.device) if has_old and cfg.ppo_clip > 0 else None
+        pg, _ = policy_loss(lp, a, old, cfg.ppo_clip)
+        loss = cfg.alpha * pg * pg_on
+        if use_kl:
+            loss = loss + cfg.beta * (cfg.lam - r) * self.natoms.kl()
+        loss = loss.mean()
+        loss.backward()
+        return float(loss.detach())
 
 
 class PriorMethod(Method):
@@ -158,21 +214,24 @@ class MatInvent(Method):
     name = "matinvent"
     uses_filter = True
     uses_replay = True
+    policy_gradient = True
 
     def update(self, rollout, replay):
-        trajs, rewards = self.top_k_and_replay(rollout, replay)
-        b = self.baseline(rollout.filtered[rollout.evaluated])
-        return self.policy_step(trajs, rewards, use_kl=True, baseline=b)
+        trajs, rewards, replayed = self.top_k_and_replay(rollout, replay)
+        adv = self.advantages(rewards, rollout.filtered[rollout.evaluated])
+        return self.policy_step(trajs, rewards, adv, use_kl=True, replayed=replayed)
 
 
 class Reinforce(Method):
     name = "reinforce"
+    policy_gradient = True
 
     def update(self, rollout, replay):
-        b = self.baseline(rollout.reward[rollout.evaluated])
-        keep = rollout.evaluated if b else rollout.evaluated & (rollout.reward > 0)  # r − b = 0 adds no gradient
+        reference = rollout.reward[rollout.evaluated]
+        adv = self.advantages(rollout.reward, reference)
+        keep = rollout.evaluated & (adv != 0)  # a zero advantage adds no gradient
         idx = np.flatnonzero(keep).tolist()
-        return self.policy_step([rollout.trajectories[i] for i in idx], rollout.reward[idx], use_kl=False, baseline=b)
+        return self.policy_step([rollout.trajectories[i] for i in idx], rollout.reward[idx], adv[idx], use_kl=False)
 
 
 class HillClimb(Method):
@@ -196,7 +255,7 @@ class WeightedDenoising(Method):
     uses_replay = True
 
     def update(self, rollout, replay):
-        trajs, rewards = self.top_k_and_replay(rollout, replay)
+        trajs, rewards, _ = self.top_k_and_replay(rollout, replay)
         keep = [i for i, r in enumerate(rewards) if r > 0]
         if not keep:
             return {}

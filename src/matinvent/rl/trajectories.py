@@ -22,12 +22,18 @@ from matinvent.crystal_diffusion import Trajectory, Transition
 
 @dataclass
 class CrystalTrajectory:
-    """A: (S+1, n, K) type logits-space states; F: (S+1, n, 3); L: (S+1, 3, 3); F_mid: (S, n, 3)."""
+    """A: (S+1, n, K) type logits-space states; F: (S+1, n, 3); L: (S+1, 3, 3); F_mid: (S, n, 3).
+
+    ``logp`` (S, C): per-component log-probs of the actions under the policy that sampled them
+    (for PPO ratios); ``logp_N`` (1,): log p of the atom count when N is an action.
+    """
 
     A: torch.Tensor
     F: torch.Tensor
     L: torch.Tensor
     F_mid: torch.Tensor
+    logp: torch.Tensor | None = None
+    logp_N: torch.Tensor | None = None
 
     @property
     def steps(self) -> int:
@@ -39,12 +45,13 @@ class CrystalTrajectory:
 
     def save(self, path: str | Path) -> None:
         tensors = {"A": self.A, "F": self.F, "L": self.L, "F_mid": self.F_mid}
+        tensors.update({k: v for k, v in (("logp", self.logp), ("logp_N", self.logp_N)) if v is not None})
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
 
     @classmethod
     def load(cls, path: str | Path) -> CrystalTrajectory:
         t = load_file(str(path))
-        return cls(A=t["A"], F=t["F"], L=t["L"], F_mid=t["F_mid"])
+        return cls(A=t["A"], F=t["F"], L=t["L"], F_mid=t["F_mid"], logp=t.get("logp"), logp_N=t.get("logp_N"))
 
 
 def split_trajectory(traj: Trajectory) -> list[CrystalTrajectory]:

@@ -1,0 +1,129 @@
+"""The per-step policy objective of Eq. 17 and its stabilisers, as pure tensor functions.
+
+For a trajectory with (filtered) reward r the paper's loss at one reverse step is
+
+    −α·r·log p_θ(M_{t−1} | M_t) + β·(λ − r)·KL(p_θ ‖ p_prior)(M_t)
+
+summed over the stochastic components F_corr, F, L, A. The switches of :class:`RLConfig`
+(defaults = the paper) change it as follows:
+
+- ``logp_reduce: mean`` — each component's log-prob and KL is divided by its dimension count
+  (3·n for F_corr and F, 9 for L, n for A), so the 9 lattice numbers do not outweigh the atoms;
+- ``sigma_floor`` — every Gaussian σ used in log-probs and KLs is at least this value, which
+  bounds the 1/σ² blow-up of the near-deterministic last steps;
+- ``baseline`` — the advantage A in place of r: ``none`` (A = r), ``batch`` (A = r − mean) or
+  ``normalize`` (A = (r − mean)/std, clipped to ±``adv_clip``), mean/std over the batch's
+  evaluated crystals;
+- ``ppo_clip`` ε > 0 — the PG term becomes PPO's −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A) with
+  ρ = exp(log p_θ − log p_old), log p_old stored when the trajectory was sampled (so several
+  inner epochs per batch stay sound); ``replay_pg`` says how replayed trajectories enter the PG;
+- ``kl_weights`` — a weight per component of the KL.
+
+Every function works on (B, C) tensors, C = len(COMPONENTS), zeros where a component is absent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from matinvent.crystal_diffusion import COMPONENTS, TransitionParams, kl_terms, log_prob_terms
+
+C = len(COMPONENTS)
+
+
+def floored(p: TransitionParams, floor: float) -> TransitionParams:
+    """``p`` with every non-zero Gaussian σ raised to at least ``floor`` (0: unchanged)."""
+    if floor <= 0:
+        return p
+
+    def up(s: float) -> float:
+        return max(s, floor) if s > 0 else s
+
+    return dataclasses.replace(p, std_F_corr=up(p.std_F_corr), std_F=up(p.std_F), std_L=up(p.std_L), std_A=up(p.std_A))
+
+
+def component_dims(num_atoms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, C) dimension count of each component: 3n (F_corr, F), 9 (L), n (A)."""
+    n = num_atoms.to(dtype)
+    dims = {"F_corr": 3 * n, "F": 3 * n, "L": torch.full_like(n, 9.0), "A": n}
+    return torch.stack([dims[c] for c in COMPONENTS], dim=-1)
+
+
+def _stack(terms: dict[str, torch.Tensor], B: int, like: torch.Tensor) -> torch.Tensor:
+    zero = torch.zeros(B, dtype=like.dtype, device=like.device)
+    return torch.stack([terms.get(c, zero) for c in COMPONENTS], dim=-1)
+
+
+def component_log_probs(
+    p: TransitionParams, tr, batch: torch.Tensor, num_atoms: torch.Tensor, floor: float = 0.0, reduce: str = "sum"
+) -> torch.Tensor:
+    """(B, C) log-prob of the stored action ``tr`` per component, floored and reduced."""
+    B = num_atoms.shape[0]
+    out = _stack(log_prob_terms(floored(p, floor), tr, batch, B), B, tr.L)
+    return out / component_dims(num_atoms, out.dtype) if reduce == "mean" else out
+
+
+def component_kls(
+    p: TransitionParams,
+    q: TransitionParams,
+    batch: torch.Tensor,
+    num_atoms: torch.Tensor,
+    floor: float = 0.0,
+    reduce: str = "sum",
+) -> torch.Tensor:
+    """(B, C) KL(p ‖ q) per component, floored (same σ in both) and reduced."""
+    B = num_atoms.shape[0]
+    out = _stack(kl_terms(floored(p, floor), floored(q, floor), batch, B), B, p.mean_L)
+    return out / component_dims(num_atoms, out.dtype) if reduce == "mean" else out
+
+
+def advantages(rewards: np.ndarray, reference: np.ndarray, mode: str, clip: float = 5.0) -> np.ndarray:
+    """The PG weight of each trajectory: r (``none``), r − mean (``batch``), (r − mean)/std clipped (``normalize``).
+
+    ``reference`` are the batch's evaluated (filtered) rewards that define mean and std.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    if mode == "none" or len(ref) == 0:
+        return rewards
+    mean = float(ref.mean())
+    if mode == "batch":
+        return rewards - mean
+    if mode == "normalize":
+        std = float(ref.std())
+        if std < 1e-8:
+            return np.zeros_like(rewards)  # all rewards equal: no direction to push
+        return np.clip((rewards - mean) / std, -clip, clip)
+    raise ValueError(f"unknown baseline mode {mode!r}")
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    adv: torch.Tensor,
+    logp_old: torch.Tensor | None = None,
+    clip: float = 0.0,
+    use_ratio: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) PG loss and (B,) ratio for log-probs ``logp`` (summed over the PG components).
+
+    Without ``clip`` the loss is −A·log p (the paper; ratio reported as exp(log p − log p_old) when
+    ``logp_old`` is given, else 1). With ``clip`` ε it is −min(ρA, clip(ρ, 1−ε, 1+ε)A) where
+    ``use_ratio`` (default: all) is true, −A·log p elsewhere.
+    """
+    if logp_old is None:
+        return -adv * logp, torch.ones_like(logp)
+    ratio = torch.exp(logp - logp_old)
+    if clip <= 0:
+        return -adv * logp, ratio.detach()
+    ppo = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    if use_ratio is None:
+        return ppo, ratio.detach()
+    return torch.where(use_ratio, ppo, -adv * logp), ratio.detach()
+
+
+def kl_loss(kl: torch.Tensor, rewards: torch.Tensor, lam: float, weights: torch.Tensor) -> torch.Tensor:
+    """(B,) (λ − r)·Σ_c w_c KL_c for a (B, C) KL."""
+    return (lam - rewards) * (kl * weights).sum(-1)
