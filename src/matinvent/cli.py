@@ -174,7 +174,14 @@ def _cmd_recheck(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    result = recheck_run(args.run, n_max=args.n_max or None, seed=args.seed, hull=args.hull, task=args.task)
+    result = recheck_run(
+        args.run,
+        n_max=args.n_max or None,
+        seed=args.seed,
+        hull=args.hull,
+        task=args.task,
+        mlip_moduli=not args.no_mlip_moduli,
+    )
     print(headline_table(result))
     print(f"wrote {Path(args.run) / RECHECK_JSON}, recheck.csv and the relaxed CIFs in recheck/")
     return 0
@@ -279,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--hull", help="hull CSV (matinvent.hull; default: its shipped MP-20 hull)")
     q.add_argument("--task", help="task name or YAML file (default: the run's; needed for a user task file)")
     q.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    q.add_argument(
+        "--no-mlip-moduli", action="store_true", help="skip the MLIP's own bulk/shear moduli (~30 relaxations per hit)"
+    )
     q.set_defaults(func=_cmd_recheck)
 
     q = sub.add_parser("tasks", help="list the shipped tasks and their windows")

@@ -45,7 +45,7 @@ from matinvent.memory import read_memory
 from matinvent.oracles.mlip import MLIPRelaxer
 from matinvent.rewards import Task, load_task
 from matinvent.scoring import MLIP_PROPERTIES
-from matinvent.stability import STABLE_THRESHOLD, _empty_row, _measure, pick_indices
+from matinvent.stability import STABLE_THRESHOLD, empty_row, measure_structure, pick_indices
 
 RUN_FILE = "run.json"
 SUMMARY = "summary.json"
@@ -73,6 +73,7 @@ def recheck_run(
     hull: str | Path | ReferenceHull | None = None,
     progress: bool = True,
     task: str | Path | Task | None = None,
+    mlip_moduli: bool = True,
 ) -> dict[str, Any]:
     """Relax and re-score the distinct hits of a run folder; write and return ``recheck.json``'s content.
 
@@ -85,6 +86,8 @@ def recheck_run(
         progress: tqdm bar advancing once per relaxed structure.
         task: the run's task (name, YAML path or :class:`Task`); default ``run.json``'s ``task``
             (pass it for runs on a user task file, whose name alone cannot be loaded).
+        mlip_moduli: also compute the MLIP's bulk/shear moduli (an EOS and an elastic tensor per
+            hit, ~30 extra relaxations each); False keeps only its formation energy.
 
     Raises:
         FileNotFoundError: ``run.json`` or ``memory.sqlite`` is missing (the message names it).
@@ -109,6 +112,8 @@ def recheck_run(
     relaxer = relaxer if relaxer is not None else MLIPRelaxer("sevennet-0")
     oracles = task.build_oracles()  # before the relaxations: a missing oracle fails fast
     mlip_props = [p for p in task.properties if p in MLIP_PROPERTIES]
+    if not mlip_moduli:
+        mlip_props = [p for p in mlip_props if p not in ("bulk_modulus", "shear_modulus")]
 
     rows, relaxed = [], []
     with tqdm(total=len(picked), desc="recheck: relaxing hits", unit="structure", disable=not progress) as bar:
@@ -192,13 +197,13 @@ def _relax_hit(
     try:
         structure = Crystal.from_cif(hit["cif"]).to_structure()
     except Exception as exc:  # noqa: BLE001 - one bad record never stops the recheck
-        stab, final = _empty_row(rank, None), None
+        stab, final = empty_row(rank, None), None
         stab["stability_reason"] = f"CIF: {type(exc).__name__}: {exc}"
     else:
         try:
-            stab, final = _measure(structure, rank, relaxer, hull)
+            stab, final = measure_structure(structure, rank, relaxer, hull)
         except Exception as exc:  # noqa: BLE001
-            stab, final = _empty_row(rank, structure), None
+            stab, final = empty_row(rank, structure), None
             stab["stability_reason"] = f"{type(exc).__name__}: {exc}"
     mlip = dict.fromkeys(mlip_props, math.nan)
     if final is not None:

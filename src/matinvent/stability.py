@@ -129,7 +129,7 @@ def _formation_energy(relaxer: MLIPRelaxer, r: Relaxed) -> float:
     return r.properties["formation_energy"]
 
 
-def _empty_row(index: int, structure: Structure | None) -> dict[str, Any]:
+def empty_row(index: int, structure: Structure | None) -> dict[str, Any]:
     """A row with every value undefined (NaN / None)."""
     row: dict[str, Any] = dict.fromkeys(ROW_KEYS)
     row.update(index=index, e_form=math.nan, e_above_hull=math.nan, rmsd=math.nan)
@@ -143,11 +143,11 @@ def _sun(stable: bool | None, unique: bool | None, novel: bool | None, with_nove
     return bool(stable and unique and (novel or not with_novelty))
 
 
-def _measure(
+def measure_structure(
     structure: Structure | None, index: int, relaxer: MLIPRelaxer, hull: ReferenceHull
 ) -> tuple[dict[str, Any], Structure | None]:
     """The row of one structure (without unique / novel / sun) and its relaxed structure (None on failure)."""
-    row = _empty_row(index, structure)
+    row = empty_row(index, structure)
     reasons: list[str] = []
     r = relaxer.relaxed(structure) if structure is not None else None
     if r is None or not r.ok:
@@ -229,10 +229,10 @@ def stability_metrics(
     with tqdm(total=len(picked), desc="stability: relaxing", unit="structure", disable=not progress) as bar:
         for i, s in zip(picked, inputs, strict=True):
             try:
-                row, final = _measure(s, i, relaxer, reference)
+                row, final = measure_structure(s, i, relaxer, reference)
             except Exception as exc:  # noqa: BLE001 - never abort the batch
                 log.warning("stability of structure %d failed: %s: %s", i, type(exc).__name__, exc)
-                row, final = _empty_row(i, s), None
+                row, final = empty_row(i, s), None
                 row["stability_reason"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
             relaxed.append(final)

@@ -15,7 +15,7 @@ METHODS = ("matinvent", "reinforce", "hill-climb", "prior", "weighted-denoising"
 VALIDITY = (*GATES, *GATE_ALIASES)  # full = physical+composition, structure = physical (older names)
 BASELINES = ("none", "batch", "normalize")
 REDUCE = ("sum", "mean")
-REPLAY_PG = ("on", "off")
+REPLAY_PG = ("include", "exclude")
 
 
 @dataclass
@@ -57,9 +57,9 @@ class RLConfig:
     sigma_floor: float = 0.0  # floor on the Gaussian σ in log-probs and KLs (0 = none)
     skip_last: int = 0  # the last k reverse steps (near-deterministic) never enter the update
     ppo_clip: float = 0.0  # ε of PPO's clipped ratio vs. the log-probs stored at sampling (0 = plain PG)
-    # replayed trajectories in the PG: on (like the batch's; with ppo_clip, a clipped importance ratio against
-    # the log-probs stored when they were sampled) | off (KL term only)
-    replay_pg: str = "on"
+    # replayed trajectories in the PG: include (like the batch's; with ppo_clip, a clipped importance ratio against
+    # the log-probs stored when they were sampled) | exclude (KL term only)
+    replay_pg: str = "include"
     kl_weights: ComponentWeights = field(default_factory=ComponentWeights)  # KL weight per component
     natoms_action: bool = False  # N drawn from a learnable categorical (the MDP's first action)
     natoms_lr: float = 0.05  # Adam learning rate of the atom-count logits
@@ -75,6 +75,7 @@ class RLConfig:
     wd_prior_weight: float = 1.0  # weighted-denoising: weight of the MSE pull toward the prior's predictions
     device: str = "cpu"
     threads: int = 0
+    recheck_n: int = 20  # at the end, relax up to this many distinct hits (random subset) and re-score them (0 = off)
     n_hits: int = 100  # Burden's n
     diversity_budget: int = 3000  # Diversity ratio's b
 
@@ -111,6 +112,7 @@ def validate(cfg: RLConfig) -> RLConfig:
         "sigma_floor",
         "skip_last",
         "ppo_clip",
+        "recheck_n",
     ):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {getattr(cfg, key)}")

@@ -24,6 +24,7 @@ import math
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ def optimize(
         torch.set_num_threads(cfg.threads)
     prior_path = resolve_checkpoint(cfg.prior)
     prior = load_prior(prior_path, device=cfg.device)
+    own_scorer = scorer is None  # hits are re-checked with the task's oracles only when they scored the run
     if scorer is None:
         scorer = Scorer(task)  # each call below overrides its gate: the loop gates with cfg.validity itself
     run_info = {
@@ -176,7 +178,22 @@ def optimize(
         }
     )
     (out / SUMMARY).write_text(json.dumps(_jsonable(summary), indent=2))
+    if summary["finished"] and cfg.recheck_n > 0 and metrics.hits > 0 and own_scorer:
+        summary["recheck"] = _recheck(out, task, cfg.recheck_n, seed, progress)
     return summary
+
+
+def _recheck(out: Path, task: Task, n_max: int, seed: int, progress: bool) -> dict[str, Any]:
+    """Relax and re-score up to ``n_max`` distinct hits (``matinvent recheck``); its block of summary.json."""
+    from matinvent.recheck import HEADLINE, recheck_run
+
+    try:
+        result = recheck_run(out, n_max=n_max, seed=seed, task=task, progress=progress)
+    except ImportError as exc:  # the MLIP extra is optional
+        msg = f"re-checking the hits needs the MLIP extra ({exc}); run 'matinvent recheck {out}' later"
+        warnings.warn(msg, stacklevel=3)
+        return {"skipped": str(exc)}
+    return {k: result.get(k) for k in HEADLINE}
 
 
 def _append_metrics(path: Path, row: dict[str, Any]) -> None:

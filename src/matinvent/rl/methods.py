@@ -128,7 +128,7 @@ class Method:
 
         Per drawn step: α·PG(log p, A) + β·(λ − r)·Σ_c w_c KL_c (:mod:`matinvent.rl.objective`),
         scaled by T/K; plus, with the atom-count action, the same two terms for N once per epoch.
-        ``replayed`` marks trajectories from the replay buffer (left out of the PG with ``replay_pg: off``).
+        ``replayed`` marks trajectories from the replay buffer (left out of the PG with ``replay_pg: exclude``).
         """
         if not trajs:
             return {}
@@ -137,7 +137,7 @@ class Method:
         r = torch.as_tensor(np.asarray(rewards, dtype=np.float32), device=dev)
         a = torch.as_tensor(np.asarray(adv, dtype=np.float32), device=dev)
         replayed = np.zeros(B, dtype=bool) if replayed is None else np.asarray(replayed, dtype=bool)
-        pg_on = torch.as_tensor(~replayed if cfg.replay_pg == "off" else np.ones(B, dtype=bool), device=dev)
+        pg_on = torch.as_tensor(~replayed if cfg.replay_pg == "exclude" else np.ones(B, dtype=bool), device=dev)
         pg_mask = torch.tensor([c in cfg.pg_components for c in COMPONENTS], dtype=torch.float32, device=dev)
         kl_w = torch.tensor(cfg.kl_weights.as_list(), dtype=torch.float32, device=dev)
         has_old = torch.tensor([t.logp is not None for t in trajs], device=dev)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Choosing the RL defaults (issue #11): an ablation ladder of the Eq. 17 stabilisers on 4 tasks × 3 seeds
+# (1 2 3), budget 300, T = 25, mp20_masked; the benchmark then runs on seeds 7 8 9 it was not tuned on.
+#   bash benchmarks/rl_tune.sh            # resumable; tables in benchmarks/results/tune_*.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+common=(--tasks density hhi band_gap bulk_modulus --seeds 1 2 3 --budget 300 --jobs 2 --no-curves)
+py=benchmarks/rl_tasks.py
+python $py "${common[@]}" --methods prior weighted-denoising matinvent --runs runs/tune/base --name tune_base
+python $py "${common[@]}" --methods matinvent --runs runs/tune/norm_mean --name tune_norm_mean \
+  --set baseline=normalize --set logp_reduce=mean
+python $py "${common[@]}" --methods matinvent --runs runs/tune/ppo --name tune_ppo \
+  --set baseline=normalize --set logp_reduce=mean --set ppo_clip=0.2 --set skip_last=2
+python $py "${common[@]}" --methods matinvent --runs runs/tune/ppo_natoms --name tune_ppo_natoms \
+  --set baseline=normalize --set logp_reduce=mean --set ppo_clip=0.2 --set skip_last=2 --set natoms_action=true
+python $py "${common[@]}" --methods matinvent --runs runs/tune/norm --name tune_norm --set baseline=normalize
