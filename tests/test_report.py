@@ -220,7 +220,7 @@ def test_report_two_runs(runs, tmp_path, cifs):
 
 def test_default_out_dirs(runs, tmp_path, monkeypatch):
     a, b = runs
-    monkeypatch.setattr(report, "_plot", lambda runs, out: [])  # plots are covered above; keep this fast
+    monkeypatch.setattr(report, "plot_runs", lambda runs, out: [])  # plots are covered above; keep this fast
     assert write_report([a], top=2) == a / "report.md"
     assert (a / "candidates" / "runA_1_MgO.cif").exists()
     monkeypatch.chdir(tmp_path)
@@ -284,7 +284,8 @@ def test_in_progress_run_takes_task_and_seed_from_run_json(runs, tmp_path):
 
 
 def test_overlay_styles_colour_by_method_and_dash_by_seed():
-    from matinvent.report import Run, _styles
+    from matinvent.report import Run
+    from matinvent.report_plots import styles as _styles
 
     def run(method: str) -> Run:
         return Run(Path("."), method, {"method": method}, pd.DataFrame(), pd.DataFrame(), [])

@@ -40,12 +40,12 @@ import pandas as pd
 
 from matinvent.memory import FIXED, SCORES, read_memory
 from matinvent.metrics import DIVERSITY_BUDGET, N_HITS, metrics_from_memory
+from matinvent.report_plots import plot_runs
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _RANGE = re.compile(rf"^\s*(?P<name>[A-Za-z_]\w*)\s*:?\s*(?P<c>{_NUM})\s*(?:±|\+/-|\+-)\s*(?P<t>{_NUM})")
 _SIDE = re.compile(rf"^\s*(?P<name>[A-Za-z_]\w*)\s*:?\s*(?P<op><=|>=|<|>|≤|≥)\s*(?P<x>{_NUM})")
 _SAFE = re.compile(r"[^A-Za-z0-9.-]+")  # formulas in CIF names: no "_", which separates the name's fields
-_SAFE_PROP = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 @dataclass
@@ -187,111 +187,6 @@ def _write_cifs(run: Run, cands: pd.DataFrame, cand_dir: Path) -> list[str | Non
 # ----------------------------------------------------------------------------------- plots
 
 
-def _figure_class() -> Any:
-    """matplotlib's ``Figure`` with the Agg canvas (no pyplot, no global backend change)."""
-    import matplotlib  # noqa: F401  (explicit, so a missing package fails here)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    def make(**kw: Any) -> Any:
-        fig = Figure(**kw)
-        FigureCanvasAgg(fig)
-        return fig
-
-    return make
-
-
-def _shade(ax: Any, windows: list[tuple[float, float]]) -> None:
-    """Shade property windows, keeping the data in view and showing finite bounds."""
-    ax.autoscale_view()
-    y0, y1 = ax.get_ylim()
-    bounds = [b for w in windows for b in w if math.isfinite(b)]
-    y0, y1 = min([y0, *bounds]), max([y1, *bounds])
-    pad = 0.05 * ((y1 - y0) or 1.0)
-    y0, y1 = y0 - pad, y1 + pad
-    for i, (lo, hi) in enumerate(windows):
-        ax.axhspan(max(lo, y0), min(hi, y1), color="tab:green", alpha=0.12, lw=0, label="window" if i == 0 else None)
-    ax.set_ylim(y0, y1)
-
-
-_LINESTYLES = ("-", "--", ":", "-.")
-
-
-def _styles(runs: list[Run]) -> list[dict[str, str]]:
-    """One colour per method and one line style per run of that method (seeds), in run order."""
-    methods = [str(r.summary.get("method") or r.name) for r in runs]
-    colour = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(methods))}
-    seen: dict[str, int] = {}
-    out = []
-    for m in methods:
-        k = seen[m] = seen.get(m, -1) + 1
-        out.append({"color": colour[m], "ls": _LINESTYLES[k % len(_LINESTYLES)]})
-    return out
-
-
-def _plot(runs: list[Run], out_dir: Path) -> list[tuple[str, str]]:
-    """Write the PNGs; returns ``(title, file name)`` pairs."""
-    make = _figure_class()
-    style = _styles(runs)
-    alpha = 0.2 if len(runs) <= 4 else 0.07
-    plotted = [(i, r) for i, r in enumerate(runs) if len(r.curves) and "evaluations" in r.curves]
-    written: list[tuple[str, str]] = []
-
-    def save(fig: Any, ax: Any, fname: str, title: str, ylabel: str) -> None:
-        ax.set_xlabel("oracle evaluations (cumulative)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
-        fig.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.92)  # fixed: tight_layout costs a draw
-        fig.savefig(out_dir / fname, dpi=120)
-        written.append((title, fname))
-
-    def band(ax: Any, i: int, run: Run, mean: str, std: str) -> bool:
-        c = run.curves
-        if mean not in c or c[mean].isna().all():
-            return False
-        x, y = c["evaluations"].to_numpy(float), c[mean].to_numpy(float)
-        ax.plot(x, y, **style[i], marker="." if len(x) < 30 else None, label=run.label)
-        if std in c:
-            s = c[std].to_numpy(float)
-            ax.fill_between(x, y - s, y + s, color=style[i]["color"], alpha=alpha, lw=0)
-        return True
-
-    fig = make(figsize=(6.4, 4.0))
-    ax = fig.add_subplot()
-    drawn = [band(ax, i, r, "reward_mean", "reward_std") for i, r in plotted]
-    if any(drawn):
-        save(fig, ax, "reward.png", "Mean reward per iteration (± std)", "reward")
-
-    fig = make(figsize=(6.4, 4.0))
-    ax = fig.add_subplot()
-    for i, r in plotted:
-        if "hits" in r.curves:
-            x, y = r.curves["evaluations"].to_numpy(float), r.curves["hits"].to_numpy(float)
-            ax.step(x, y, where="post", **style[i], label=r.label)
-    if ax.lines:
-        if max(np.nanmax(line.get_ydata(), initial=0.0) for line in ax.lines) >= N_HITS / 2:
-            ax.axhline(N_HITS, color="grey", ls="--", lw=0.8, label=f"{N_HITS} hits (Burden)")
-        save(fig, ax, "hits.png", "Distinct hits", "distinct hit formulas")
-
-    props = list(dict.fromkeys(p for r in runs for p in r.properties))
-    for prop in props:
-        fig = make(figsize=(6.4, 4.0))
-        ax = fig.add_subplot()
-        if not any([band(ax, i, r, f"{prop}_mean", f"{prop}_std") for i, r in plotted]):
-            continue
-        wins = list(dict.fromkeys(r.windows[prop] for r in runs if prop in r.windows))
-        if wins:
-            _shade(ax, wins)
-        save(fig, ax, f"property_{_SAFE_PROP.sub('-', prop)}.png", f"{prop}: mean per iteration (± std)", prop)
-    return written
-
-
-# ----------------------------------------------------------------------------------- markdown
-
-
 def _fmt(x: Any, spec: str = ".3g", none: str = "n/a") -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return none
@@ -391,6 +286,7 @@ def _markdown(runs: list[Run], plots: list[tuple[str, str]] | None, sections: li
             if s.get(key) is not None:
                 bits.append(f"{key} {s[key]}")
         lines.append(f"- **{r.name}** ({r.label}){' — in progress' if r.in_progress else ''}: " + ", ".join(bits))
+    lines += _recheck_lines(runs)
     lines += ["", "## Curves", ""]
     if plots is None:
         lines.append("Plots skipped: matplotlib is not installed (`pip install matinvent[plot]`).")
@@ -402,6 +298,43 @@ def _markdown(runs: list[Run], plots: list[tuple[str, str]] | None, sections: li
     for sec in sections:
         lines += sec
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _recheck_lines(runs: list[Run]) -> list[str]:
+    """The re-check table (``matinvent recheck`` / end of ``optimize``) of the runs that have one."""
+    rows = []
+    for r in runs:
+        rc = r.summary.get("recheck") or {}
+        if rc.get("n_checked") is None:
+            continue
+        burden = rc.get("burden_rechecked")
+        est = " (est.)" if rc.get("burden_rechecked_is_estimate") else ""
+        rows.append(
+            [
+                r.name,
+                f"{rc['n_checked']} of {rc.get('n_hits_distinct', '?')}",
+                _fmt(rc.get("frac_still_hit"), ".2f"),
+                _fmt(rc.get("frac_still_hit_mlip"), ".2f"),
+                _fmt(rc.get("median_e_above_hull"), ".3f"),
+                _fmt(rc.get("frac_e_hull_le_0.1"), ".2f"),
+                _fmt(rc.get("frac_survive"), ".2f"),
+                _fmt(s.get("evals_per_hit") if (s := r.summary) else None, ".1f"),
+                _fmt(burden, ".1f") + (est if burden is not None else ""),
+            ]
+        )
+    if not rows:
+        return []
+    header = ["run", "hits checked", "still hit", "still hit (MLIP)", "median E_hull", "E_hull ≤ 0.1", "survive"]
+    lines = ["", "## Hits re-checked (relaxed with SevenNet-0, re-scored)", ""]
+    lines += _table([*header, "evals/hit", "evals/surviving hit"], rows)
+    lines += [
+        "",
+        "*still hit*: the task's oracles on the relaxed structure keep every property in its window; *MLIP*: the "
+        "same with the MLIP's own E_form / moduli; *E_hull* (eV/atom) vs the shipped MP-20 hull; *survive*: still a "
+        "hit and E_hull ≤ 0.1; *evals/surviving hit*: evaluations / (distinct hits × survive fraction), an estimate "
+        "when only a subset was checked. Details: `recheck.json`, `recheck.csv`, relaxed CIFs in `recheck/`.",
+    ]
+    return lines
 
 
 def _labels(runs: list[Run]) -> None:
@@ -439,7 +372,7 @@ def write_report(run_dirs: list[Path], out_dir: Path | None = None, top: int = 1
         if not len(r.curves) and not r.in_progress:
             warnings.warn(f"{r.path} has no metrics.csv rows; its curves are left out", stacklevel=2)
     try:
-        plots: list[tuple[str, str]] | None = _plot(runs, out)
+        plots: list[tuple[str, str]] | None = plot_runs(runs, out)
     except ImportError:
         warnings.warn("matplotlib is not installed (pip install matinvent[plot]); skipping the plots", stacklevel=2)
         plots = None

@@ -130,8 +130,9 @@ def validate(cfg: RLConfig) -> RLConfig:
     if cfg.baseline not in BASELINES:
         raise ConfigError(f"config key 'baseline' must be one of {', '.join(BASELINES)}, got {cfg.baseline!r}")
     for c in COMPONENTS:
-        if getattr(cfg.kl_weights, c) < 0:
-            raise ConfigError(f"config key 'kl_weights.{c}' must be >= 0, got {getattr(cfg.kl_weights, c)}")
+        w = getattr(cfg.kl_weights, c)
+        if not (math.isfinite(w) and w >= 0):
+            raise ConfigError(f"config key 'kl_weights.{c}' must be a finite number >= 0, got {w}")
     if cfg.logp_reduce not in REDUCE:
         raise ConfigError(f"config key 'logp_reduce' must be one of {', '.join(REDUCE)}, got {cfg.logp_reduce!r}")
     if cfg.replay_pg not in REPLAY_PG:

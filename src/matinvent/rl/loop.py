@@ -37,6 +37,7 @@ from matinvent.checkpoint import load_prior, resolve_checkpoint, save_prior
 from matinvent.config import ConfigError
 from matinvent.config import to_dict as config_to_dict
 from matinvent.crystal import Crystal
+from matinvent.diffusion import respaced_timesteps
 from matinvent.rewards import Task, load_task
 from matinvent.rl.config import RLConfig, validate
 from matinvent.rl.methods import METHOD_CLASSES
@@ -96,6 +97,9 @@ def optimize(
         torch.set_num_threads(cfg.threads)
     prior_path = resolve_checkpoint(cfg.prior)
     prior = load_prior(prior_path, device=cfg.device)
+    n_steps = len(respaced_timesteps(prior.config.timesteps, cfg.sample_steps or prior.config.sample_steps))
+    if cfg.skip_last >= n_steps:
+        raise ConfigError(f"config key 'skip_last' ({cfg.skip_last}) must be < the {n_steps} sampler steps")
     own_scorer = scorer is None  # hits are re-checked with the task's oracles only when they scored the run
     if scorer is None:
         scorer = Scorer(task)  # each call below overrides its gate: the loop gates with cfg.validity itself

@@ -166,7 +166,10 @@ class Method:
                 loss.backward()
                 stats["loss"] += float(loss.detach()) / cfg.epochs
                 stats["logp"] += scale * float(lp.detach().mean()) / cfg.epochs
-                stats["clip_frac"] += float(((ratio - 1).abs() > clip).float().mean()) if clip > 0 else 0.0
+                if clip > 0:  # over the rows that use the ratio (stored log-probs, in the PG)
+                    used = has_old & pg_on
+                    clipped = ((ratio - 1).abs() > clip) & used
+                    stats["clip_frac"] += float(clipped.sum()) / max(int(used.sum()), 1)
                 n_terms += 1
             if self.natoms is not None:
                 stats["loss"] += self._natoms_step(trajs, r, a, pg_on, use_kl) / cfg.epochs

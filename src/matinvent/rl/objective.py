@@ -8,7 +8,8 @@ summed over the stochastic components F_corr, F, L, A. The switches of :class:`R
 (defaults = the paper) change it as follows:
 
 - ``logp_reduce: mean`` — each component's log-prob and KL is divided by its dimension count
-  (3·n for F_corr and F, 9 for L, n for A), so the 9 lattice numbers do not outweigh the atoms;
+  (3·n for F_corr and F, 9 for L, n for masked types, n·K for Gaussian one-hots of width K), so
+  no component outweighs the others by its size or its near-deterministic steps;
 - ``sigma_floor`` — every Gaussian σ used in log-probs and KLs is at least this value, which
   bounds the 1/σ² blow-up of the near-deterministic last steps;
 - ``baseline`` — the advantage A in place of r: ``none`` (A = r), ``batch`` (A = r − mean) or
@@ -45,10 +46,14 @@ def floored(p: TransitionParams, floor: float) -> TransitionParams:
     return dataclasses.replace(p, std_F_corr=up(p.std_F_corr), std_F=up(p.std_F), std_L=up(p.std_L), std_A=up(p.std_A))
 
 
-def component_dims(num_atoms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, C) dimension count of each component: 3n (F_corr, F), 9 (L), n (A)."""
+def component_dims(num_atoms: torch.Tensor, dtype: torch.dtype, type_dims: int = 1) -> torch.Tensor:
+    """(B, C) dimension count of each component: 3n (F_corr, F), 9 (L), n·``type_dims`` (A).
+
+    ``type_dims`` is 1 for masked types (one categorical per atom) and the one-hot width for
+    Gaussian types (a Gaussian per one-hot entry).
+    """
     n = num_atoms.to(dtype)
-    dims = {"F_corr": 3 * n, "F": 3 * n, "L": torch.full_like(n, 9.0), "A": n}
+    dims = {"F_corr": 3 * n, "F": 3 * n, "L": torch.full_like(n, 9.0), "A": n * type_dims}
     return torch.stack([dims[c] for c in COMPONENTS], dim=-1)
 
 
@@ -63,7 +68,7 @@ def component_log_probs(
     """(B, C) log-prob of the stored action ``tr`` per component, floored and reduced."""
     B = num_atoms.shape[0]
     out = _stack(log_prob_terms(floored(p, floor), tr, batch, B), B, tr.L)
-    return out / component_dims(num_atoms, out.dtype) if reduce == "mean" else out
+    return out / component_dims(num_atoms, out.dtype, _type_dims(p)) if reduce == "mean" else out
 
 
 def component_kls(
@@ -77,7 +82,11 @@ def component_kls(
     """(B, C) KL(p ‖ q) per component, floored (same σ in both) and reduced."""
     B = num_atoms.shape[0]
     out = _stack(kl_terms(floored(p, floor), floored(q, floor), batch, B), B, p.mean_L)
-    return out / component_dims(num_atoms, out.dtype) if reduce == "mean" else out
+    return out / component_dims(num_atoms, out.dtype, _type_dims(p)) if reduce == "mean" else out
+
+
+def _type_dims(p: TransitionParams) -> int:
+    return p.mean_A.shape[-1] if p.mean_A is not None else 1
 
 
 def advantages(rewards: np.ndarray, reference: np.ndarray, mode: str, clip: float = 5.0) -> np.ndarray:
