@@ -199,3 +199,24 @@ def test_skip_last_beyond_the_sampler_fails_before_the_run_folder_is_written(tin
     with pytest.raises(ConfigError, match="'skip_last'"):
         optimize(TASK, "matinvent", BUDGET, 0, tmp_path / "run", cfg, scorer=scorer, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("method", ["reinforce", "hill-climb", "weighted-denoising", "prior"])
+def test_the_baselines_train_with_the_stabilisers_off(tiny_prior, tmp_path, method):
+    """Only matinvent is stabilised: the other methods get the paper's terms whatever the config says."""
+    from matinvent.checkpoint import load_prior as load
+    from matinvent.rl.trainer import RLTrainer
+
+    cfg = all_switches(tiny_prior, "exclude")
+    trainer = RLTrainer(cfg, TASK, Scorer(TASK, oracles={"light": LightFraction()}), load(tiny_prior), method, 0,
+                        tmp_path, "x")  # fmt: skip
+    assert trainer.natoms is None
+    assert (trainer.cfg.ppo_clip, trainer.cfg.logp_reduce, trainer.cfg.skip_last, trainer.cfg.sigma_floor) == (
+        0.0, "sum", 0, 0.0)  # fmt: skip
+    assert trainer.cfg.kl_weights == ComponentWeights() and trainer.cfg.replay_pg == "include"
+    trainer.step(BUDGET)  # and it runs
+    trainer.close()
+    stab = RLTrainer(cfg, TASK, Scorer(TASK, oracles={"light": LightFraction()}), load(tiny_prior), "matinvent", 0,
+                     tmp_path / "m", "y")  # fmt: skip
+    assert stab.natoms is not None and stab.cfg.ppo_clip == 0.2
+    stab.close()

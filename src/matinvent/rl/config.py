@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class RLConfig:
     hc_top_ratio: float = 0.4  # hill climbing: fraction of the batch fine-tuned on
     hc_epochs: int = 4
     wd_epochs: int = 8  # weighted-denoising: optimiser steps per iteration (each a fraction of a PG step's cost)
+    reinforce_baseline: str = "none"  # reinforce's PG weight (none = plain REINFORCE; batch | normalize)
     wd_prior_weight: float = 1.0  # weighted-denoising: weight of the MSE pull toward the prior's predictions
     device: str = "cpu"
     threads: int = 0
@@ -127,8 +128,9 @@ def validate(cfg: RLConfig) -> RLConfig:
         raise ConfigError(
             f"config key 'pg_components' must be a non-empty list of {', '.join(COMPONENTS)}, got {cfg.pg_components!r}"
         )
-    if cfg.baseline not in BASELINES:
-        raise ConfigError(f"config key 'baseline' must be one of {', '.join(BASELINES)}, got {cfg.baseline!r}")
+    for key in ("baseline", "reinforce_baseline"):
+        if getattr(cfg, key) not in BASELINES:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(BASELINES)}, got {getattr(cfg, key)!r}")
     for c in COMPONENTS:
         w = getattr(cfg.kl_weights, c)
         if not (math.isfinite(w) and w >= 0):
@@ -144,6 +146,20 @@ def validate(cfg: RLConfig) -> RLConfig:
     if not 0 <= cfg.replay_min_reward < 1:
         raise ConfigError(f"config key 'replay_min_reward' must be in [0, 1), got {cfg.replay_min_reward}")
     return cfg
+
+
+def paper_loss(cfg: RLConfig) -> RLConfig:
+    """``cfg`` with every stabiliser of Eq. 17 off (what the baselines other than ``matinvent`` train with)."""
+    return replace(
+        cfg,
+        logp_reduce="sum",
+        sigma_floor=0.0,
+        skip_last=0,
+        ppo_clip=0.0,
+        replay_pg="include",
+        kl_weights=ComponentWeights(),
+        natoms_action=False,
+    )
 
 
 def rl_config_from_dict(data: Any) -> RLConfig:

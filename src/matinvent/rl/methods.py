@@ -8,7 +8,8 @@ filter and the replay buffer for it.
   with the stabilisers of :mod:`matinvent.rl.objective` as config switches (``baseline``,
   ``logp_reduce``, ``sigma_floor``, ``skip_last``, ``ppo_clip``, ``replay_pg``, ``kl_weights``;
   ``pg_components`` limits log p to some of F_corr, F, L, A; ``natoms_action`` adds N);
-- ``reinforce``: the policy-gradient term alone over the batch (no KL, replay or filter);
+- ``reinforce``: the policy-gradient term alone over the batch (no KL, replay or filter), the
+  stabilisers off (``reinforce_baseline`` may subtract a baseline);
 - ``hill-climb``: ordinary denoising loss on the top 40 % of the batch, 4 epochs;
 - ``prior``: frozen, sample only;
 - ``weighted-denoising``: reward-weighted denoising loss on top-k + replay plus an MSE pull
@@ -71,6 +72,7 @@ class Method:
     uses_filter = False
     uses_replay = False
     policy_gradient = False  # trains on log-probs of sampled actions (PPO ratios need them stored)
+    stabilised = False  # uses the Eq. 17 stabilisers of the config (else they are switched off for it)
 
     def __init__(
         self,
@@ -218,6 +220,7 @@ class MatInvent(Method):
     uses_filter = True
     uses_replay = True
     policy_gradient = True
+    stabilised = True
 
     def update(self, rollout, replay):
         trajs, rewards, replayed = self.top_k_and_replay(rollout, replay)
@@ -231,7 +234,7 @@ class Reinforce(Method):
 
     def update(self, rollout, replay):
         reference = rollout.reward[rollout.evaluated]
-        adv = self.advantages(rollout.reward, reference)
+        adv = advantages(rollout.reward, reference, self.cfg.reinforce_baseline, self.cfg.adv_clip)
         keep = rollout.evaluated & (adv != 0)  # a zero advantage adds no gradient
         idx = np.flatnonzero(keep).tolist()
         return self.policy_step([rollout.trajectories[i] for i in idx], rollout.reward[idx], adv[idx], use_kl=False)

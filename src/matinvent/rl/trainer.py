@@ -27,7 +27,7 @@ from matinvent.diffusion import respaced_timesteps
 from matinvent.memory import CrystalRecord, Memory
 from matinvent.metrics import RunningMetrics
 from matinvent.rewards import Task
-from matinvent.rl.config import RLConfig
+from matinvent.rl.config import RLConfig, paper_loss
 from matinvent.rl.diversity import DiversityFilter
 from matinvent.rl.methods import METHOD_CLASSES, Rollout
 from matinvent.rl.natoms import NatomsPolicy
@@ -74,6 +74,8 @@ class RLTrainer:
         run_dir: str | Path,
         run_id: str,
     ) -> None:
+        method_cls = METHOD_CLASSES[method]
+        cfg = cfg if method_cls.stabilised else paper_loss(cfg)  # the baselines train with the paper's terms
         self.cfg, self.task, self.scorer, self.method, self.run_id = cfg, task, scorer, method, run_id
         self.prior = prior
         for p in prior.parameters():
@@ -82,7 +84,6 @@ class RLTrainer:
         for p in self.agent.parameters():
             p.requires_grad_(True)
         self.agent.eval()
-        method_cls = METHOD_CLASSES[method]
         self.natoms = NatomsPolicy(prior.natoms_prob).to(cfg.device) if cfg.natoms_action else None
         self.opt = None
         if method_cls.trains:
@@ -101,6 +102,7 @@ class RLTrainer:
         self.metrics = RunningMetrics(n_hits=cfg.n_hits, diversity_budget=cfg.diversity_budget)
         self.iteration, self.elapsed = 0, 0.0
         self.runner = method_cls(cfg, self.agent, prior, self.ts, self.opt, self.update_gen, self.natoms)
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
         self.memory = Memory(Path(run_dir) / MEMORY, task.properties)
 
     # --- state -------------------------------------------------------------------------------
