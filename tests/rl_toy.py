@@ -27,6 +27,25 @@ class LightFraction(Oracle):
         return [np.mean([site.specie.Z <= 50 for site in s]) for s in structures]
 
 
+def save_tiny_prior(directory):
+    """A 1-layer, 16-wide prior (T = 20, 6 sampler steps, N uniform over 2..5) saved to ``directory``."""
+    import torch
+
+    from matinvent.checkpoint import save_prior
+    from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
+    from matinvent.denoiser import DenoiserConfig
+
+    torch.manual_seed(0)
+    model = CrystalDiffusion(
+        DenoiserConfig(hidden=16, layers=1, n_freq=4, time_dim=16),
+        DiffusionConfig(timesteps=20, max_atoms=5, sample_steps=6),
+    )
+    counts = torch.ones(6, dtype=torch.float64)
+    counts[:2] = 0.0
+    model.set_natoms_histogram(counts)
+    return save_prior(model, directory)
+
+
 def kill_self_after_scoring(iteration: int):
     """A callback that SIGKILLs this process right after iteration ``iteration`` is committed to memory."""
 

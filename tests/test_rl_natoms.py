@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from rl_toy import save_tiny_prior
 from torch.distributions import Categorical, kl_divergence
 
-from matinvent.checkpoint import load_prior, save_prior
-from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
-from matinvent.denoiser import DenoiserConfig
+from matinvent.checkpoint import load_prior
 from matinvent.oracles import Oracle
 from matinvent.rewards import task_from_dict
 from matinvent.rl import RLConfig, optimize
@@ -77,15 +76,7 @@ BIG = task_from_dict({"name": "big", "properties": {"natoms": {"target": "above"
 
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory):
-    torch.manual_seed(0)
-    model = CrystalDiffusion(
-        DenoiserConfig(hidden=16, layers=1, n_freq=4, time_dim=16),
-        DiffusionConfig(timesteps=20, max_atoms=5, sample_steps=6),
-    )
-    counts = torch.ones(6, dtype=torch.float64)
-    counts[:2] = 0.0
-    model.set_natoms_histogram(counts)  # uniform over 2..5: mean 3.5
-    return save_prior(model, tmp_path_factory.mktemp("prior") / "tiny")
+    return save_tiny_prior(tmp_path_factory.mktemp("prior") / "tiny")  # N uniform over 2..5: mean 3.5
 
 
 def test_a_reward_for_large_cells_moves_the_atom_count_policy_toward_large_n(tiny_prior, tmp_path):

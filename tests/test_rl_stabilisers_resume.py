@@ -7,12 +7,10 @@ import math
 import pandas as pd
 import pytest
 import torch
-from rl_toy import TASK, LightFraction
+from rl_toy import TASK, LightFraction, save_tiny_prior
 
-from matinvent.checkpoint import load_prior, save_prior
+from matinvent.checkpoint import load_prior
 from matinvent.config import ConfigError
-from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
-from matinvent.denoiser import DenoiserConfig
 from matinvent.memory import read_memory
 from matinvent.rl import RLConfig, optimize
 from matinvent.rl.config import ComponentWeights, rl_config_from_dict
@@ -23,15 +21,7 @@ BUDGET = 18  # evaluations: at least 3 iterations of 6 (crystals with a degenera
 
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory):
-    torch.manual_seed(0)
-    model = CrystalDiffusion(
-        DenoiserConfig(hidden=16, layers=1, n_freq=4, time_dim=16),
-        DiffusionConfig(timesteps=20, max_atoms=5, sample_steps=6),
-    )
-    counts = torch.ones(6, dtype=torch.float64)
-    counts[:2] = 0.0
-    model.set_natoms_histogram(counts)
-    return save_prior(model, tmp_path_factory.mktemp("prior") / "tiny")
+    return save_tiny_prior(tmp_path_factory.mktemp("prior") / "tiny")  # N uniform over 2..5: mean 3.5
 
 
 def all_switches(prior, replay_pg: str) -> RLConfig:
