@@ -14,3 +14,8 @@ python $py "${common[@]}" --methods matinvent --runs runs/tune/ppo --name tune_p
 python $py "${common[@]}" --methods matinvent --runs runs/tune/ppo_natoms --name tune_ppo_natoms \
   --set baseline=normalize --set logp_reduce=mean --set ppo_clip=0.2 --set skip_last=2 --set natoms_action=true
 # (a "normalize only" rung, runs/tune/norm, was left out for CPU time)
+# Cheaper rollouts (the MDP's T): weighted-denoising at 50 and 100 sampler steps vs the 25 of runs/tune/base.
+python $py --tasks density hhi --seeds 1 2 3 --budget 300 --jobs 2 --no-curves --methods weighted-denoising \
+  --runs runs/tune/steps50 --name tune_steps50 --set sample_steps=50
+python $py --tasks density --seeds 1 2 3 --budget 300 --jobs 2 --no-curves --methods weighted-denoising \
+  --runs runs/tune/steps100 --name tune_steps100 --set sample_steps=100

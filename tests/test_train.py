@@ -166,7 +166,7 @@ def test_accepted_val_size_zero_trains_or_is_rejected(tmp_path, tiny_data):
 
 def test_init_from_starts_from_a_checkpoints_weights(tmp_path, tiny_data, run4):
     cfg = tiny_config(max_steps=0 + 1)
-    cfg.train.lr = 1e-12  # one step with a negligible learning rate: the weights stay those loaded
+    cfg.train.lr = cfg.train.lr_min = 1e-12  # one step with a negligible learning rate: the weights stay those loaded
     cfg.train.warmup_steps = 1
     cfg.train.init_from = str(run4 / "checkpoint")
     out = pretrain(tiny_data, cfg, tmp_path / "warm")
@@ -189,7 +189,7 @@ def test_masked_types_warm_start_from_a_gaussian_type_prior(tmp_path, tiny_data,
     """Everything but the mask column is copied; the mask column of the type-input layers starts at 0."""
     cfg = tiny_config(max_steps=1)
     cfg.diffusion.type_diffusion = "masked"
-    cfg.train.lr = 1e-12
+    cfg.train.lr = cfg.train.lr_min = 1e-12
     cfg.train.warmup_steps = 1
     cfg.train.init_from = str(run4 / "checkpoint")
     out = pretrain(tiny_data, cfg, tmp_path / "masked")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from matinvent.batch import CrystalBatch
-from matinvent.config import ConfigError, PretrainConfig, _positive, from_dict
+from matinvent.config import ConfigError, PretrainConfig, from_dict, validate_pretrain
 from matinvent.crystal_diffusion import CrystalDiffusion
 from matinvent.train import (
     STATE,
@@ -92,8 +92,8 @@ def test_running_loss_is_the_python_float_average():
 def test_amp_key_is_validated():
     cfg = tiny_config(amp="fp16")
     with pytest.raises(ConfigError, match="train.amp"):
-        _positive(cfg)
-    _positive(tiny_config(amp="bf16", compile=True))
+        validate_pretrain(cfg)
+    validate_pretrain(tiny_config(amp="bf16", compile=True))
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path, tiny_data):

@@ -88,10 +88,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from matinvent.rewards import load_task
-    from matinvent.scoring import Scorer, read_structures, scores_table
+    from matinvent.scoring import Scorer, read_structure_items, scores_table
 
     task = load_task(args.task)
-    ids, crystals = read_structures(args.path)
+    if args.max_atoms < 1:
+        raise ValueError(f"--max-atoms must be >= 1, got {args.max_atoms}")
+    ids, crystals, read_reasons = read_structure_items(args.path, max_atoms=args.max_atoms)
     relax_kw = {"model": args.mlip_model} if args.relax == "mlip" else {}
     scorer = Scorer(task, relax=args.relax, validity=args.validity, **relax_kw)
     out = Path(args.out)
@@ -104,7 +106,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
             scores = scorer(chunk)
             n_invalid += int((~scores.valid & ~scores.failed).sum())
             n_failed += int(scores.failed.sum())
-            part = scores_table(ids[start : start + len(chunk)], scores.structures, scores)
+            stop = start + len(chunk)
+            part = scores_table(ids[start:stop], scores.structures, scores, read_reasons[start:stop])
             part.to_csv(out, mode="w" if start == 0 else "a", header=start == 0, index=False)  # kept if we crash
             tables.append(part)
             bar.update(len(chunk))
@@ -239,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="seed of the --stability subset")
     q.set_defaults(func=_cmd_evaluate)
 
+    from matinvent.structure_checks import MAX_ATOMS
+
     q = sub.add_parser("score", help="properties, reward and hit of each structure for a task -> CSV")
     q.add_argument("path", help="folder of CIF files, an .extxyz file or a CDVAE .csv[.gz]")
     q.add_argument("--task", required=True, help="shipped task name (see 'matinvent tasks') or a task YAML file")
@@ -246,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--mlip-model", default="sevennet-0", help="MLIP for --relax mlip: sevennet-0 or chgnet")
     q.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
     q.add_argument("--batch-size", type=int, default=64, help="structures per oracle batch")
+    q.add_argument(
+        "--max-atoms",
+        type=int,
+        default=MAX_ATOMS,
+        help=f"refuse structures with more atoms, before parsing them (default {MAX_ATOMS}; MP-20 has <= 20)",
+    )
     q.add_argument(
         "--validity",
         choices=GATES,
@@ -300,12 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     from matinvent.config import ConfigError
     from matinvent.crystal import CrystalError
     from matinvent.oracles import OracleError
+    from matinvent.run_lock import RunLockedError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CrystalError, OracleError, OSError, ValueError, RuntimeError) as exc:
-        print(f"matinvent {args.command}: error: {exc}", file=sys.stderr)
+    except (ConfigError, CrystalError, OracleError, RunLockedError, OSError, ValueError, RuntimeError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__  # one line per error
+        print(f"matinvent {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,8 +1,17 @@
-"""Plain YAML configs validated at load time; every error names the offending key."""
+"""Plain YAML configs validated at load time; every error names the offending key.
+
+One number syntax everywhere (configs, task files): ASCII decimal or scientific notation
+(``12``, ``-0.5``, ``1e3``, ``2.5E-4``), written bare or quoted; YAML 1.1's octal, hex,
+sexagesimal and ``1_000`` forms are not numbers. Only finite numbers are accepted, and every
+numeric key has documented bounds (:class:`Bounds`; ``PRETRAIN_BOUNDS`` for pretraining).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +26,106 @@ from matinvent.denoiser import DenoiserConfig
 
 class ConfigError(ValueError):
     """A config file or value is invalid; the message names the key."""
+
+
+# ------------------------------------------------------------------------------- number syntax
+
+_INT = re.compile(r"[-+]?[0-9]+")
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def as_number(value: Any) -> int | float | None:
+    """``value`` as a number, or ``None`` when it is not one.
+
+    Numbers are ints and floats (not bools) and strings in the one number syntax (ASCII decimal
+    or scientific: ``1e3`` is ``1000.0``; ``1_000``, ``0x10``, ``inf`` and non-ASCII digits are not).
+    """
+    if isinstance(value, str):
+        if not _NUMBER.fullmatch(value):
+            return None
+        return int(value) if _INT.fullmatch(value) else float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML whose implicit ints and floats follow :func:`as_number` (``.inf``/``.nan`` stay floats)."""
+
+
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag not in (_INT_TAG, _FLOAT_TAG)]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_INT_TAG, re.compile(_INT.pattern + "$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    _FLOAT_TAG, re.compile(rf"(?:{_NUMBER.pattern}|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+.0123456789")
+)
+
+
+def _construct_number(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | float:
+    text = str(loader.construct_scalar(node))
+    special = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
+    value = special.get(text.lower(), as_number(text))
+    if value is None:
+        raise yaml.constructor.ConstructorError(None, None, f"{text!r} is not a number", node.start_mark)
+    return value
+
+
+_Loader.add_constructor(_INT_TAG, _construct_number)
+_Loader.add_constructor(_FLOAT_TAG, _construct_number)
+
+
+def load_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """Parse a YAML file (numbers as :func:`as_number`); errors name ``what`` and the file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+
+
+# ------------------------------------------------------------------------------------- bounds
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Allowed values of a numeric key: ``low ≤ x ≤ high`` (strict on a side marked open); always finite."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def text(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+    def check(self, key: str, value: Any) -> None:
+        """Raise :class:`ConfigError` naming ``key`` unless ``value`` (``None`` passes) lies inside."""
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value}")
+        if value < self.low or (self.low_open and value == self.low):
+            raise ConfigError(f"config key '{key}' must be {'>' if self.low_open else '>='} {self.low:g}, got {value}")
+        if value > self.high or (self.high_open and value == self.high):
+            raise ConfigError(f"config key '{key}' must be in {self.text()}, got {value}")
+
+
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -67,19 +176,20 @@ def _check_value(key: str, value: Any, typ: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
         return value
-    if typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+    if typ is int:  # 1e3 is the integer 1000; 3.5 is not an integer
+        number = as_number(value)
+        if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+            number = int(number)
+        if not isinstance(number, int):
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
-        return value
+        return number
     if typ is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        number = as_number(value)
+        if number is None:
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
-        return float(value)
+        if not math.isfinite(number):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+        return float(number)
     if typ is str:
         if not isinstance(value, str):
             raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
@@ -128,67 +238,75 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
-def _positive(cfg: PretrainConfig) -> None:
-    checks = {
-        "model.hidden": cfg.model.hidden,
-        "model.layers": cfg.model.layers,
-        "model.n_freq": cfg.model.n_freq,
-        "model.time_dim": cfg.model.time_dim,
-        "diffusion.timesteps": cfg.diffusion.timesteps,
-        "diffusion.max_atoms": cfg.diffusion.max_atoms,
-        "train.batch_size": cfg.train.batch_size,
-        "train.max_steps": cfg.train.max_steps,
-        "train.lr": cfg.train.lr,
-        "train.val_every": cfg.train.val_every,
-        "train.ckpt_every": cfg.train.ckpt_every,
-        "data.val_size": cfg.data.val_size,
-    }
-    for key, value in checks.items():
-        if value <= 0:
-            raise ConfigError(f"config key '{key}' must be > 0, got {value}")
-    if cfg.diffusion.type_prediction not in ("x0", "eps"):
-        raise ConfigError(
-            f"config key 'diffusion.type_prediction' must be 'x0' or 'eps', got {cfg.diffusion.type_prediction!r}"
-        )
-    if cfg.diffusion.type_diffusion not in ("gaussian", "masked"):
-        raise ConfigError(
-            "config key 'diffusion.type_diffusion' must be 'gaussian' or 'masked', "
-            f"got {cfg.diffusion.type_diffusion!r}"
-        )
-    if cfg.diffusion.absorbing_schedule not in ("linear", "cosine"):
-        raise ConfigError(
-            "config key 'diffusion.absorbing_schedule' must be 'linear' or 'cosine', "
-            f"got {cfg.diffusion.absorbing_schedule!r}"
-        )
-    if cfg.diffusion.sample_steps is not None and cfg.diffusion.sample_steps < 1:
-        raise ConfigError(f"config key 'diffusion.sample_steps' must be >= 1, got {cfg.diffusion.sample_steps}")
-    if cfg.diffusion.cost_type_ce < 0:
-        raise ConfigError(f"config key 'diffusion.cost_type_ce' must be >= 0, got {cfg.diffusion.cost_type_ce}")
+# Bounds of every numeric pretraining key; sanity limits far beyond any useful value, not tuning advice.
+PRETRAIN_BOUNDS: dict[str, Bounds] = {
+    "model.hidden": Bounds(1, 4096),
+    "model.layers": Bounds(1, 64),
+    "model.n_freq": Bounds(1, 256),
+    "model.time_dim": Bounds(2, 4096),
+    "model.n_types": Bounds(1, 1000),
+    "diffusion.timesteps": Bounds(1, 100_000),
+    "diffusion.sigma_begin": Bounds(0, 10, low_open=True),
+    "diffusion.sigma_end": Bounds(0, 10, low_open=True),
+    "diffusion.cost_lattice": Bounds(0, 1e6),
+    "diffusion.cost_coord": Bounds(0, 1e6),
+    "diffusion.cost_type": Bounds(0, 1e6),
+    "diffusion.cost_type_ce": Bounds(0, 1e6),
+    "diffusion.step_lr": Bounds(0, 1),
+    "diffusion.max_atoms": Bounds(1, 1000),
+    "diffusion.clip_lattice": Bounds(0, 1e6, low_open=True),  # None: no clipping
+    "diffusion.clip_types": Bounds(0, 1e6, low_open=True),
+    "diffusion.sample_steps": Bounds(1, 100_000),  # None: all T steps
+    "data.val_size": Bounds(1, 10_000_000),
+    "data.max_atoms": Bounds(1, 1000),
+    "train.batch_size": Bounds(1, 65_536),
+    "train.lr": Bounds(0, 10, low_open=True),
+    "train.lr_min": Bounds(0, 10),  # and <= train.lr
+    "train.warmup_steps": Bounds(0, 1_000_000_000),
+    "train.max_steps": Bounds(1, 1_000_000_000),
+    "train.grad_clip": Bounds(0, 1e6, low_open=True),
+    "train.ema_decay": Bounds(0, 1, high_open=True),
+    "train.val_every": Bounds(1, 1_000_000_000),
+    "train.ckpt_every": Bounds(1, 1_000_000_000),
+    "train.seed": Bounds(0, MAX_SEED),
+    "train.threads": Bounds(0, 1024),
+}
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"config key '{key}' must be {' or '.join(repr(a) for a in allowed)}, got {value!r}")
+
+
+def validate_pretrain(cfg: PretrainConfig) -> PretrainConfig:
+    """Check every key of a pretraining config against ``PRETRAIN_BOUNDS`` and the cross-key rules."""
+    for key, bounds in PRETRAIN_BOUNDS.items():
+        section, name = key.split(".")
+        bounds.check(key, getattr(getattr(cfg, section), name))
+    d, t = cfg.diffusion, cfg.train
+    _choice("diffusion.type_prediction", d.type_prediction, ("x0", "eps"))
+    _choice("diffusion.type_diffusion", d.type_diffusion, ("gaussian", "masked"))
+    _choice("diffusion.absorbing_schedule", d.absorbing_schedule, ("linear", "cosine"))
+    _choice("train.amp", t.amp, ("none", "bf16"))
     if cfg.model.time_dim % 2:
         raise ConfigError(f"config key 'model.time_dim' must be even, got {cfg.model.time_dim}")
-    if not 0 < cfg.diffusion.sigma_begin < cfg.diffusion.sigma_end:
+    if not d.sigma_begin < d.sigma_end:
         raise ConfigError("config keys 'diffusion.sigma_begin' < 'diffusion.sigma_end' must both be > 0")
-    if cfg.train.amp not in ("none", "bf16"):
-        raise ConfigError(f"config key 'train.amp' must be 'none' or 'bf16', got {cfg.train.amp!r}")
-    if not 0.0 <= cfg.train.ema_decay < 1.0:
-        raise ConfigError(f"config key 'train.ema_decay' must be in [0, 1), got {cfg.train.ema_decay}")
+    if t.lr_min > t.lr:
+        raise ConfigError(f"config key 'train.lr_min' ({t.lr_min}) must be <= 'train.lr' ({t.lr})")
+    return cfg
 
 
 def read_yaml(path: str | Path | None) -> Any:
     """The contents of a YAML config file (``{}`` for ``None`` or an empty file); errors name the file."""
     if path is None:
         return {}
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return load_yaml_file(path) or {}
 
 
 def load_pretrain_config(path: str | Path | None) -> PretrainConfig:
     """Read and validate a pretraining YAML; ``None`` gives the defaults."""
-    cfg = from_dict(PretrainConfig, read_yaml(path))
-    _positive(cfg)
-    return cfg
+    try:
+        return validate_pretrain(from_dict(PretrainConfig, read_yaml(path)))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None and str(path) not in str(exc) else str(exc)) from exc

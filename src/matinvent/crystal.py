@@ -10,16 +10,32 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from matinvent.structure_checks import (
+    MAX_ATOMS,
+    OCCUPANCY_TOL,
+    check_atom_count,
+    check_cif_block,
+    check_lattice,
+    cif_atom_rows,
+    decode_text,
+    split_xyz_frames,
+)
 
 MAX_Z = 100
 
 
 class CrystalError(ValueError):
     """A crystal, or the file it came from, is not usable; the message says why."""
+
+
+class TooManyAtomsError(CrystalError):
+    """The structure has more atoms than the reader's ``max_atoms``; refused before it was parsed."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,14 +92,17 @@ class Crystal:
     # --- pymatgen -------------------------------------------------------------------------
     @classmethod
     def from_structure(cls, structure) -> Crystal:
-        """From a pymatgen ``Structure`` (ordered sites only)."""
-        if not structure.is_ordered:
-            raise CrystalError(f"disordered structure {structure.composition.reduced_formula}: partial occupancies")
+        """From a pymatgen ``Structure`` (ordered sites only; occupancies within ``OCCUPANCY_TOL`` of 1)."""
         Z = []
         for site in structure:
-            z = getattr(site.specie, "Z", None)
-            if type(site.specie).__name__ == "DummySpecies" or not isinstance(z, int) or not 1 <= z <= MAX_Z:
-                raise CrystalError(f"unknown element '{site.specie}'")
+            species = site.species
+            if len(species) != 1 or abs(species.num_atoms - 1) > OCCUPANCY_TOL:
+                formula = structure.composition.reduced_formula
+                raise CrystalError(f"disordered structure {formula}: partial occupancies")
+            specie = next(iter(species))
+            z = getattr(specie, "Z", None)
+            if type(specie).__name__ == "DummySpecies" or not isinstance(z, int) or not 1 <= z <= MAX_Z:
+                raise CrystalError(f"unknown element '{specie}'")
             Z.append(z)
         Z = np.array(Z, dtype=np.int64)
         return cls(Z=Z, F=structure.frac_coords, L=structure.lattice.matrix)
@@ -101,20 +120,41 @@ class Crystal:
 
     # --- CIF ------------------------------------------------------------------------------
     @classmethod
-    def from_cif(cls, text: str) -> Crystal:
-        """Parse CIF text (first structure); raises ``CrystalError`` naming the problem."""
-        from pymatgen.io.cif import CifParser
+    def from_cif(cls, text: str, max_atoms: int | None = MAX_ATOMS) -> Crystal:
+        """Parse CIF text (first structure); raises ``CrystalError`` naming the problem.
+
+        The cheap checks of ``matinvent.structure_checks`` (atom-site count ≤ ``max_atoms``, element
+        symbols, occupancies, cell parameters) run on the tokenised text before pymatgen builds a
+        structure; the lattice (``check_lattice``) and the atom count after symmetry expansion after.
+        """
+        from pymatgen.io.cif import CifFile, CifParser
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                parser = CifParser(io.StringIO(text))
-                structures = parser.parse_structures(primitive=False)
+                blocks = [b.data for b in CifFile.from_str(text).data.values()]
+        except Exception as exc:  # pymatgen raises many exception types on bad CIFs
+            raise CrystalError(f"could not parse CIF: {exc}") from exc
+        block = next((b for b in blocks if cif_atom_rows(b)), None)
+        if block is not None:  # no atom sites: pymatgen below says what is missing
+            if reason := check_atom_count(cif_atom_rows(block), max_atoms):
+                raise TooManyAtomsError(reason)
+            if reason := check_cif_block(block):
+                raise CrystalError(reason)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                structures = CifParser.from_str(text).parse_structures(primitive=False)
         except Exception as exc:  # pymatgen raises many exception types on bad CIFs
             raise CrystalError(f"could not parse CIF: {exc}") from exc
         if not structures:
             raise CrystalError("could not parse CIF: no structure found")
-        return cls.from_structure(_in_label_order(structures[0]))
+        structure = structures[0]
+        if reason := check_atom_count(len(structure), max_atoms):
+            raise TooManyAtomsError(f"{reason} after symmetry expansion")
+        if reason := check_lattice(structure.lattice.matrix):
+            raise CrystalError(reason)
+        return cls.from_structure(_in_label_order(structure))
 
     def to_cif(self) -> str:
         """CIF text (P1, 10 significant figures: round trips to ~1e-9)."""
@@ -123,21 +163,32 @@ class Crystal:
         return str(CifWriter(self.to_structure(), significant_figures=10))
 
     @classmethod
-    def read_cif(cls, path: str | Path) -> Crystal:
+    def read_cif(cls, path: str | Path, max_atoms: int | None = MAX_ATOMS) -> Crystal:
+        """``from_cif`` of a file, decoded leniently (invalid UTF-8 bytes replaced); errors name the path."""
         path = Path(path)
         try:
-            return cls.from_cif(path.read_text())
+            text, replaced = decode_text(path.read_bytes())
+        except OSError as exc:
+            raise CrystalError(f"{path}: could not read: {exc}") from exc
+        try:
+            return cls.from_cif(text, max_atoms=max_atoms)
         except CrystalError as exc:
-            raise CrystalError(f"{path}: {exc}") from exc
+            note = " (file is not valid UTF-8; invalid bytes were replaced)" if replaced else ""
+            raise type(exc)(f"{path}: {exc}{note}") from exc
 
     def write_cif(self, path: str | Path) -> None:
         Path(path).write_text(self.to_cif())
 
     # --- ASE / extxyz ---------------------------------------------------------------------
     @classmethod
-    def from_atoms(cls, atoms) -> Crystal:
-        """From an ASE ``Atoms`` with a full 3-D cell."""
-        return cls(Z=atoms.numbers, F=atoms.get_scaled_positions(wrap=True), L=np.asarray(atoms.cell))
+    def from_atoms(cls, atoms, max_atoms: int | None = MAX_ATOMS) -> Crystal:
+        """From an ASE ``Atoms`` with a full 3-D cell (atom count and cell checked first)."""
+        if reason := check_atom_count(len(atoms), max_atoms):
+            raise TooManyAtomsError(reason)
+        L = np.asarray(atoms.cell, dtype=np.float64)
+        if reason := check_lattice(L):
+            raise CrystalError(reason)
+        return cls(Z=atoms.numbers, F=atoms.get_scaled_positions(wrap=True), L=L)
 
     def to_atoms(self):
         from ase import Atoms
@@ -181,12 +232,45 @@ def write_extxyz(crystals: list[Crystal], path: str | Path) -> None:
     write(str(path), [c.to_atoms() for c in crystals], format="extxyz")
 
 
-def read_extxyz(path: str | Path) -> list[Crystal]:
-    """Read every frame of an extended-XYZ file."""
+def iter_extxyz(path: str | Path, max_atoms: int | None = MAX_ATOMS) -> Iterator[tuple[str, Crystal | None, str]]:
+    """(id, crystal, "") or (id, None, reason naming the file and frame) per frame of an extended-XYZ file.
+
+    Frames are cut by their count lines before ASE reads them (``split_xyz_frames``), so a bad frame
+    costs only itself and a frame larger than ``max_atoms`` is never parsed. Ids are the frame's
+    ``id`` / ``name`` info or ``<stem>_<frame:06d>``.
+    """
     from ase.io import read
 
+    path = Path(path)
     try:
-        frames = read(str(path), index=":", format="extxyz")
-    except Exception as exc:
-        raise CrystalError(f"{path}: could not read extxyz: {exc}") from exc
-    return [Crystal.from_atoms(a) for a in frames]
+        text, replaced = decode_text(path.read_bytes())
+    except OSError as exc:
+        raise CrystalError(f"{path}: could not read: {exc}") from exc
+    note = " (file is not valid UTF-8; invalid bytes were replaced)" if replaced else ""
+    for i, (chunk, reason) in enumerate(split_xyz_frames(text, max_atoms)):
+        name = f"{path.stem}_{i:06d}"
+        if chunk is None:
+            yield name, None, f"{path.name} frame {i}: could not read extxyz: {reason}{note}"
+            continue
+        try:
+            atoms = read(io.StringIO(chunk), format="extxyz")
+        except Exception as exc:  # noqa: BLE001 - ASE raises many kinds
+            yield name, None, f"{path.name} frame {i}: could not read extxyz: {exc}{note}"
+            continue
+        name = str(atoms.info.get("id", atoms.info.get("name", name)))
+        try:
+            yield name, Crystal.from_atoms(atoms, max_atoms=max_atoms), ""
+        except CrystalError as exc:
+            yield name, None, f"{path.name} frame {i}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a hostile frame must cost only itself
+            yield name, None, f"{path.name} frame {i}: {type(exc).__name__}: {exc}"
+
+
+def read_extxyz(path: str | Path, max_atoms: int | None = MAX_ATOMS) -> list[Crystal]:
+    """Read every frame of an extended-XYZ file; ``CrystalError`` naming the first bad frame."""
+    crystals = []
+    for _, crystal, reason in iter_extxyz(path, max_atoms):
+        if crystal is None:
+            raise CrystalError(reason)
+        crystals.append(crystal)
+    return crystals

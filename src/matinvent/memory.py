@@ -55,17 +55,22 @@ class Memory:
         self.properties = list(properties)
         self.conn = sqlite3.connect(str(self.path))
         prop_cols = "".join(f', "{p}" REAL' for p in self.properties)
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS crystals (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, method TEXT, "
-            "iteration INTEGER, idx INTEGER, formula TEXT, cif TEXT, valid INTEGER, failed INTEGER"
-            f"{prop_cols}, reward REAL, filtered_reward REAL, hit INTEGER, created REAL, "
-            "UNIQUE(run_id, iteration, idx))"
-        )
-        have = {row[1] for row in self.conn.execute("PRAGMA table_info(crystals)")}
+        try:
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS crystals (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, method TEXT, "
+                "iteration INTEGER, idx INTEGER, formula TEXT, cif TEXT, valid INTEGER, failed INTEGER"
+                f"{prop_cols}, reward REAL, filtered_reward REAL, hit INTEGER, created REAL, "
+                "UNIQUE(run_id, iteration, idx))"
+            )
+            have = {row[1] for row in self.conn.execute("PRAGMA table_info(crystals)")}
+            self.conn.commit()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise ValueError(f"{self.path}: not a matinvent memory database ({exc})") from exc
         missing = [p for p in self.properties if p not in have]
         if missing:
+            self.conn.close()
             raise ValueError(f"{self.path} was written for other properties (missing columns {missing})")
-        self.conn.commit()
 
     def add(self, records: Iterable[CrystalRecord]) -> None:
         """Insert a batch in one transaction (committed before returning)."""
@@ -90,6 +95,17 @@ class Memory:
         names = [d[0] for d in cur.description]
         return {row[names.index("idx")]: dict(zip(names, row, strict=True)) for row in cur}
 
+    def __len__(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM crystals").fetchone()[0])
+
+    def counts(self, run_id: str, before: int) -> tuple[int, int, int]:
+        """(rows, evaluated rows) of iterations < ``before`` and the last iteration stored (-1: none) of a run."""
+        rows, evaluated, last = self.conn.execute(
+            "SELECT SUM(iteration < ?), SUM(valid * (iteration < ?)), MAX(iteration) FROM crystals WHERE run_id = ?",
+            (before, before, run_id),
+        ).fetchone()
+        return int(rows or 0), int(evaluated or 0), -1 if last is None else int(last)
+
     def delete_after(self, run_id: str, iteration: int) -> None:
         with self.conn:
             self.conn.execute("DELETE FROM crystals WHERE run_id = ? AND iteration > ?", (run_id, iteration))
@@ -113,5 +129,10 @@ def read_memory(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / "memory.sqlite"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} has no memory.sqlite (not a matinvent optimize run?)")
-    with sqlite3.connect(str(path)) as conn:
+    conn = sqlite3.connect(str(path))
+    try:
         return pd.read_sql_query("SELECT * FROM crystals ORDER BY id", conn)
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+        raise ValueError(f"{path}: not a matinvent memory database ({exc})") from exc
+    finally:
+        conn.close()

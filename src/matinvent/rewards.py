@@ -14,18 +14,25 @@ crystal with every property inside its window.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from matinvent.config import ConfigError
+from matinvent.config import ConfigError, as_number, load_yaml_file
 
 TARGET_KINDS = ("range", "below", "above")
 REDUCTIONS = ("min", "mean", "weighted")
+# columns of the run memory and the score CSV that a property (its own column) must not shadow
+RESERVED = (
+    "id", "run_id", "method", "iteration", "idx", "formula", "cif", "valid", "failed", "reason",
+    "reward", "filtered_reward", "hit", "created",
+)  # fmt: skip
+PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_TIMEOUT = 7 * 24 * 3600.0  # seconds: a command oracle's limit per structure
 
 
 @dataclass(frozen=True)
@@ -116,12 +123,22 @@ class Task:
 
 
 def _number(where: str, value: Any, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    number = as_number(value)  # the number syntax of configs: 1e3 is 1000
+    if number is None:
         raise ConfigError(f"{where} must be a number, got {value!r}")
-    value = float(value)
+    value = float(number)
     if not math.isfinite(value) or (positive and value <= 0):
         raise ConfigError(f"{where} must be a {'positive ' if positive else ''}finite number, got {value!r}")
     return value
+
+
+def _property_name(prop: Any, src: str) -> str:
+    key = f"task file {src}: key 'properties.{prop}'"
+    if not isinstance(prop, str) or not PROPERTY_NAME.fullmatch(prop):
+        raise ConfigError(f"{key}: a property name must be letters, digits and '_' (not starting with a digit)")
+    if prop in RESERVED:
+        raise ConfigError(f"{key}: '{prop}' is a reserved column name (reserved: {', '.join(RESERVED)})")
+    return prop
 
 
 def _target(prop: str, spec: Any, src: str) -> Target:
@@ -159,14 +176,24 @@ def _command_oracle(name: str, spec: Any, src: str) -> dict[str, Any]:
     for k in spec:
         if k not in allowed:
             raise ConfigError(f"{key}.{k}' is not a known key (known: {', '.join(sorted(allowed))})")
+    from matinvent.oracles.command import command_argv
+
     if not isinstance(spec.get("command"), str | list) or not spec.get("command"):
         raise ConfigError(f"{key}.command' must be a command line containing {{input}}")
-    cmd = spec["command"]
-    if "{input}" not in (cmd if isinstance(cmd, str) else " ".join(map(str, cmd))):
+    try:
+        argv = command_argv(spec["command"])
+    except ValueError as exc:
+        raise ConfigError(f"{key}.command': {exc}") from exc
+    if not any("{input}" in a for a in argv):
         raise ConfigError(f"{key}.command' must contain {{input}} (the structure file)")
-    out = dict(spec)
+    out = {**spec, "command": argv if isinstance(spec["command"], list) else spec["command"]}
+    for k in ("unit", "description"):
+        if k in out and not isinstance(out[k], str):
+            raise ConfigError(f"{key}.{k}' must be a string, got {out[k]!r}")
     if "timeout" in out:
         out["timeout"] = _number(f"{key}.timeout'", out["timeout"], positive=True)
+        if out["timeout"] > MAX_TIMEOUT:
+            raise ConfigError(f"{key}.timeout' must be <= {MAX_TIMEOUT:g} s, got {out['timeout']:g}")
     if out.get("file_format", "cif") not in ("cif", "extxyz"):
         raise ConfigError(f"{key}.file_format' must be 'cif' or 'extxyz', got {out['file_format']!r}")
     return out
@@ -194,7 +221,7 @@ def task_from_dict(data: Any, src: str = "<dict>") -> Task:
         raise ConfigError(f"task file {src}: key 'oracles' must map names to command-oracle settings")
     return Task(
         name=name,
-        targets=tuple(_target(str(p), s, src) for p, s in props.items()),
+        targets=tuple(_target(_property_name(p, src), s, src) for p, s in props.items()),
         reduce=reduce,
         description=str(data.get("description", "")),
         oracles={str(k): _command_oracle(str(k), v, src) for k, v in oracles.items()},
@@ -217,10 +244,4 @@ def load_task(name_or_path: str | Path) -> Task:
         path = _task_dir() / f"{name_or_path}.yaml"
         if not path.exists():
             raise ConfigError(f"unknown task '{name_or_path}' (shipped: {', '.join(builtin_tasks())}; or a YAML path)")
-    if not path.exists():
-        raise ConfigError(f"task file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"task file {path}: not valid YAML: {exc}") from exc
-    return task_from_dict(data, str(path))
+    return task_from_dict(load_yaml_file(path, "task file"), str(path))

@@ -1,11 +1,13 @@
 """Scoring structures for a task: read them, run the task's oracles, compute rewards and hits.
 
 Used by ``matinvent score`` and by the RL loop. Input may be a folder of CIF files, an extxyz
-file or a CDVAE/DiffCSP CSV. Before any oracle call a validity gate (``matinvent.validity.GATES``;
-default ``physical``: covalent-radius contacts + density window) sorts out implausible
-structures: they get NaN properties, reward 0, ``valid = False`` and the reason, and are never
-sent to an oracle. A structure that cannot be read or evaluated gets NaN properties, reward 0
-and ``failed``; it never stops the batch.
+file or a CDVAE/DiffCSP CSV; every file, frame and row is read on its own (``read_structure_items``),
+after the cheap checks of ``matinvent.structure_checks``, and one that fails becomes an item with a
+reason naming the file (and frame or row) and the problem. Before any oracle call a validity
+gate (``matinvent.validity.GATES``; default ``physical``: covalent-radius contacts + density
+window) sorts out implausible structures: they get NaN properties, reward 0, ``valid = False``
+and the reason, and are never sent to an oracle. A structure that cannot be read or evaluated
+gets NaN properties, reward 0 and ``failed``; it never stops the batch.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from matinvent.crystal import Crystal, CrystalError
+from matinvent.crystal import Crystal, CrystalError, iter_extxyz
 from matinvent.rewards import Task
+from matinvent.structure_checks import MAX_ATOMS, check_volume_per_atom
 from matinvent.validity import gate_flags, resolve_gate
 
 RELAX_CHOICES = ("mlip",)
@@ -39,48 +42,78 @@ class Scores:
     reason: list[str] = field(default_factory=list)  # why a structure is invalid ("" where valid)
 
 
-def read_structures(path: str | Path) -> tuple[list[str], list[Crystal | None]]:
-    """(ids, crystals) from a folder of CIFs, an extxyz file or a CDVAE CSV; unreadable → ``None``."""
+class StructureItems(NamedTuple):
+    """Aligned per-item ids, crystals (``None`` where unusable) and reasons (``""`` where read)."""
+
+    ids: list[str]
+    crystals: list[Crystal | None]
+    reasons: list[str]
+
+
+def read_structure_items(path: str | Path, max_atoms: int | None = MAX_ATOMS) -> StructureItems:
+    """Every item of a folder of CIFs, a .cif, an extxyz file or a CDVAE CSV, each read on its own.
+
+    A file, frame or row that cannot be used (unparsable, more than ``max_atoms`` atoms, non-element
+    symbols, partial occupancies, absurd cell or volume per atom, …) gets crystal ``None`` and a
+    reason naming it; one warning sums them up. Only a missing path, an empty folder, an extxyz
+    without frames or a CSV without a ``cif`` column raise.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
-    if path.is_dir():
-        files = sorted(path.glob("*.cif"))
-        if not files:
-            raise FileNotFoundError(f"no .cif files in {path}")
-        crystals: list[Crystal | None] = []
-        for f in files:
-            try:
-                crystals.append(Crystal.read_cif(f))
-            except CrystalError as exc:
-                warnings.warn(f"{f.name}: {exc}", stacklevel=2)
-                crystals.append(None)
-        return [f.stem for f in files], crystals
     name = path.name.lower()
-    if name.endswith((".csv", ".csv.gz")):
+    if path.is_dir() or name.endswith(".cif"):
+        items, labels = _read_cif_files(path, max_atoms)
+    elif name.endswith((".csv", ".csv.gz")):
         from matinvent.datasets import read_cdvae_csv
 
-        table = read_cdvae_csv(path)
-        return list(table.ids), list(table.crystals)
-    if name.endswith((".extxyz", ".xyz")):
-        from ase.io import read
+        table = read_cdvae_csv(path, max_atoms=max_atoms, keep_failed=True)
+        items = StructureItems(list(table.ids), list(table.crystals), list(table.reasons))
+        labels = [f"{path.name} row {i} ({row_id})" for i, row_id in enumerate(table.ids)]
+    elif name.endswith((".extxyz", ".xyz")):
+        frames = list(iter_extxyz(path, max_atoms))
+        if not frames:
+            raise CrystalError(f"{path}: no frames")
+        items = StructureItems(*(list(column) for column in zip(*frames, strict=True)))
+        labels = [f"{path.name} frame {i}" for i in range(len(frames))]
+    else:
+        raise ValueError(f"{path}: expected a folder of CIF files, a .cif, an .extxyz or a CDVAE .csv(.gz)")
+    for i, crystal in enumerate(items.crystals):
+        if crystal is not None and (why := check_volume_per_atom(crystal.volume, crystal.num_atoms)):
+            items.crystals[i], items.reasons[i] = None, f"{labels[i]}: {why}"
+    failed = [r for r in items.reasons if r]
+    if failed:
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        warnings.warn(
+            f"{path}: {len(failed)} of {len(items.ids)} structures unusable: {'; '.join(failed[:3])}{more}",
+            stacklevel=2,
+        )
+    return items
 
+
+def _read_cif_files(path: Path, max_atoms: int | None) -> tuple[StructureItems, list[str]]:
+    """The items of a .cif or a folder's ``*.cif`` (sorted by name), and the file names."""
+    files = sorted(path.glob("*.cif")) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"no .cif files in {path}")
+    items = StructureItems([f.stem for f in files], [], [])
+    for f in files:
+        crystal, reason = None, ""
         try:
-            frames = read(str(path), index=":", format="extxyz")
-        except Exception as exc:  # noqa: BLE001 - ASE raises many kinds
-            raise CrystalError(f"{path}: could not read extxyz: {exc}") from exc
-        ids, crystals = [], []
-        for i, atoms in enumerate(frames):
-            ids.append(str(atoms.info.get("id", atoms.info.get("name", f"{path.stem}_{i:06d}"))))
-            try:
-                crystals.append(Crystal.from_atoms(atoms))
-            except CrystalError as exc:
-                warnings.warn(f"{path.name} frame {i}: {exc}", stacklevel=2)
-                crystals.append(None)
-        return ids, crystals
-    if name.endswith(".cif"):
-        return [path.stem], [Crystal.read_cif(path)]
-    raise ValueError(f"{path}: expected a folder of CIF files, a .cif, an .extxyz or a CDVAE .csv(.gz)")
+            crystal = Crystal.read_cif(f, max_atoms=max_atoms)
+        except CrystalError as exc:
+            reason = str(exc).replace(str(f), f.name, 1)
+        except Exception as exc:  # noqa: BLE001 - a hostile file must cost only its own row
+            reason = f"{f.name}: {type(exc).__name__}: {exc}"
+        items.crystals.append(crystal)
+        items.reasons.append(reason)
+    return items, [f.name for f in files]
+
+
+def read_structures(path: str | Path, max_atoms: int | None = MAX_ATOMS) -> tuple[list[str], list[Crystal | None]]:
+    """(ids, crystals) of ``read_structure_items``; unusable items → ``None`` (the warning names them)."""
+    ids, crystals, _ = read_structure_items(path, max_atoms=max_atoms)
+    return ids, crystals
 
 
 class Scorer:
@@ -141,18 +174,27 @@ class Scorer:
         )
 
 
-def scores_table(ids: list[str], structures: list[Any], scores: Scores) -> pd.DataFrame:
-    """One row per structure: id, formula, one column per property, reward, hit (0/1), valid (0/1), reason."""
+def scores_table(
+    ids: list[str], structures: list[Any], scores: Scores, read_reasons: list[str] | None = None
+) -> pd.DataFrame:
+    """One row per structure: id, formula, one column per property, reward, hit (0/1), valid (0/1), reason.
+
+    ``read_reasons`` (of ``read_structure_items``) say why an unreadable item has no structure.
+    """
     formulas = []
     for s in structures:
         try:
             formulas.append(s.composition.reduced_formula if s is not None else "")
         except AttributeError:
             formulas.append(s.formula)
+    reason = list(scores.reason or [""] * len(ids))
+    for i, why in enumerate(read_reasons or []):
+        if why and structures[i] is None:
+            reason[i] = f"no structure: {why}"
     data: dict[str, Any] = {"id": ids, "formula": formulas}
     data.update({k: v for k, v in scores.values.items()})
     data["reward"] = scores.reward
     data["hit"] = scores.hit.astype(int)
     data["valid"] = (scores.valid if scores.valid is not None else np.ones(len(ids), dtype=bool)).astype(int)
-    data["reason"] = scores.reason or [""] * len(ids)
+    data["reason"] = reason
     return pd.DataFrame(data)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from matinvent.batch import CrystalBatch
 from matinvent.checkpoint import load_prior, save_prior
-from matinvent.config import ConfigError, PretrainConfig, to_dict
+from matinvent.config import ConfigError, PretrainConfig, to_dict, validate_pretrain
 from matinvent.crystal import Crystal
 from matinvent.crystal_diffusion import CrystalDiffusion
 from matinvent.datasets import load_arrays, read_cdvae_csv, save_arrays
@@ -196,6 +196,7 @@ class RunningLoss:
 
 def pretrain(data_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, resume: bool = False) -> Path:
     """Train a prior; writes ``out_dir/checkpoint`` (EMA weights), ``trainer_state.pt``, ``history.csv``."""
+    validate_pretrain(cfg)  # also catches values set after loading (CLI overrides, Python callers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE

@@ -22,6 +22,24 @@ from matinvent.oracles.base import Oracle, log
 FORMATS = ("cif", "extxyz")
 
 
+def command_argv(command: Any) -> list[str]:
+    """The argument list of ``command``: a string split with ``shlex`` or a list whose numbers become their
+    decimal text; raises ``ValueError`` naming the offending argument."""
+    if isinstance(command, str):
+        try:
+            return shlex.split(command)
+        except ValueError as exc:  # "No closing quotation"
+            raise ValueError(f"the command cannot be split into arguments: {exc}") from exc
+    if not isinstance(command, list | tuple):
+        raise ValueError(f"the command must be a string or a list of arguments, got {type(command).__name__}")
+    argv = []
+    for i, a in enumerate(command):
+        if isinstance(a, bool) or not isinstance(a, str | int | float):
+            raise ValueError(f"command argument {i} must be a string or a number, got {a!r}")
+        argv.append(str(a))
+    return argv
+
+
 class CommandOracle(Oracle):
     """Runs ``command`` once per structure (``{input}`` = the structure file) with a timeout in seconds."""
 
@@ -36,7 +54,10 @@ class CommandOracle(Oracle):
         file_format: str = "cif",
         description: str = "",
     ) -> None:
-        argv = shlex.split(command) if isinstance(command, str) else list(command)
+        try:
+            argv = command_argv(command)
+        except ValueError as exc:
+            raise ValueError(f"oracle '{name}': {exc}") from exc
         if not argv:
             raise ValueError(f"oracle '{name}': empty command")
         if not any("{input}" in a for a in argv):

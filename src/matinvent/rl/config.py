@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from matinvent.config import ConfigError, from_dict, read_yaml
+from matinvent.config import Bounds, ConfigError, from_dict, read_yaml
 from matinvent.crystal_diffusion import COMPONENTS
 from matinvent.validity import GATE_ALIASES, GATES
 
@@ -81,70 +81,71 @@ class RLConfig:
     diversity_budget: int = 3000  # Diversity ratio's b
 
 
+# Bounds of every numeric key (sanity limits, not tuning advice); validate() also checks the choices and
+# cross-key rules: df_tol < df_buff, skip_last < the prior's sampler steps (at the start of a run).
+BOUNDS: dict[str, Bounds] = {
+    "batch_size": Bounds(1, 4096),
+    "sample_steps": Bounds(1, 10_000),  # None: the prior's default
+    "lr": Bounds(0, 1, low_open=True),
+    "epochs": Bounds(1, 1000),
+    "grad_clip": Bounds(0, 1e6, low_open=True),
+    "alpha": Bounds(0, 1000),
+    "adv_clip": Bounds(0, 1000, low_open=True),
+    "beta": Bounds(0, 1000),
+    "lam": Bounds(1, 1000, low_open=True),  # λ must exceed the maximum reward, 1
+    "kl_steps": Bounds(0, 10_000),
+    "sigma_floor": Bounds(0, 1),
+    "skip_last": Bounds(0, 10_000),
+    "ppo_clip": Bounds(0, 1, high_open=True),
+    "natoms_lr": Bounds(0, 1, low_open=True),
+    "topk_ratio": Bounds(0, 1, low_open=True),
+    "replay_size": Bounds(0, 100_000),
+    "replay_per_iter": Bounds(0, 4096),
+    "replay_min_reward": Bounds(0, 1, high_open=True),
+    "df_tol": Bounds(0, 999_999),  # and < df_buff
+    "df_buff": Bounds(1, 1_000_000),
+    "hc_top_ratio": Bounds(0, 1, low_open=True),
+    "hc_epochs": Bounds(1, 1000),
+    "wd_epochs": Bounds(1, 1000),
+    "wd_prior_weight": Bounds(0, 1000),
+    "threads": Bounds(0, 1024),
+    "recheck_n": Bounds(0, 100_000),
+    "n_hits": Bounds(1, 1_000_000),
+    "diversity_budget": Bounds(1, 1_000_000_000),
+}
+KL_WEIGHT_MAX = 1000.0
+
+
+def _one_of(cfg: RLConfig, key: str, allowed: tuple[str, ...]) -> None:
+    if getattr(cfg, key) not in allowed:
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+
+
 def validate(cfg: RLConfig) -> RLConfig:
+    """Check every key against ``BOUNDS`` and its choices; errors name the key. Returns ``cfg``."""
     for f in fields(cfg):
         v = getattr(cfg, f.name)
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"config key '{f.name}' must be a finite number, got {v}")
-    positive = (
-        "batch_size",
-        "lr",
-        "epochs",
-        "grad_clip",
-        "lam",
-        "adv_clip",
-        "natoms_lr",
-        "hc_epochs",
-        "wd_epochs",
-        "n_hits",
-        "diversity_budget",
-    )
-    for key in positive:
-        if not getattr(cfg, key) > 0:
-            raise ConfigError(f"config key '{key}' must be > 0, got {getattr(cfg, key)}")
-    for key in (
-        "alpha",
-        "beta",
-        "kl_steps",
-        "replay_size",
-        "replay_per_iter",
-        "wd_prior_weight",
-        "threads",
-        "sigma_floor",
-        "skip_last",
-        "ppo_clip",
-        "recheck_n",
-    ):
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"config key '{key}' must be >= 0, got {getattr(cfg, key)}")
-    for key in ("topk_ratio", "hc_top_ratio"):
-        if not 0 < getattr(cfg, key) <= 1:
-            raise ConfigError(f"config key '{key}' must be in (0, 1], got {getattr(cfg, key)}")
-    if not 0 <= cfg.df_tol < cfg.df_buff:
+    for key, bounds in BOUNDS.items():
+        bounds.check(key, getattr(cfg, key))
+    if not cfg.df_tol < cfg.df_buff:
         raise ConfigError(f"config keys 'df_tol' < 'df_buff' must hold (got {cfg.df_tol}, {cfg.df_buff})")
-    if cfg.sample_steps is not None and cfg.sample_steps < 1:
-        raise ConfigError(f"config key 'sample_steps' must be >= 1, got {cfg.sample_steps}")
     if not cfg.pg_components or any(c not in COMPONENTS for c in cfg.pg_components):
         raise ConfigError(
             f"config key 'pg_components' must be a non-empty list of {', '.join(COMPONENTS)}, got {cfg.pg_components!r}"
         )
-    for key in ("baseline", "reinforce_baseline"):
-        if getattr(cfg, key) not in BASELINES:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(BASELINES)}, got {getattr(cfg, key)!r}")
     for c in COMPONENTS:
         w = getattr(cfg.kl_weights, c)
         if not (math.isfinite(w) and w >= 0):
             raise ConfigError(f"config key 'kl_weights.{c}' must be a finite number >= 0, got {w}")
-    if cfg.logp_reduce not in REDUCE:
-        raise ConfigError(f"config key 'logp_reduce' must be one of {', '.join(REDUCE)}, got {cfg.logp_reduce!r}")
-    if cfg.replay_pg not in REPLAY_PG:
-        raise ConfigError(f"config key 'replay_pg' must be one of {', '.join(REPLAY_PG)}, got {cfg.replay_pg!r}")
-    if not cfg.ppo_clip < 1:
-        raise ConfigError(f"config key 'ppo_clip' must be in [0, 1), got {cfg.ppo_clip}")
-    if cfg.validity not in VALIDITY:
-        raise ConfigError(f"config key 'validity' must be one of {', '.join(VALIDITY)}, got {cfg.validity!r}")
-    if not 0 <= cfg.replay_min_reward < 1:
-        raise ConfigError(f"config key 'replay_min_reward' must be in [0, 1), got {cfg.replay_min_reward}")
+        if w > KL_WEIGHT_MAX:
+            raise ConfigError(f"config key 'kl_weights.{c}' must be <= {KL_WEIGHT_MAX:g}, got {w}")
+    for key in ("baseline", "reinforce_baseline"):
+        _one_of(cfg, key, BASELINES)
+    _one_of(cfg, "logp_reduce", REDUCE)
+    _one_of(cfg, "replay_pg", REPLAY_PG)
+    _one_of(cfg, "validity", VALIDITY)
     return cfg
 
 

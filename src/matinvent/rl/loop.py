@@ -2,7 +2,9 @@
 
 :func:`optimize` drives an :class:`~matinvent.rl.trainer.RLTrainer` (one iteration per ``step``). A run folder holds
 
-- ``run.json``       — task, method, seed, config, run id (checked on ``--resume``);
+- ``run.json``       — task and its definition, method, seed, config, run id: written once every check
+  passed, and compared on ``--resume`` (:mod:`matinvent.rl.run_folder`);
+- ``.lock``          — held by the running process (:mod:`matinvent.run_lock`): one run per folder;
 - ``memory.sqlite``  — every sampled crystal, committed per batch as soon as it is scored;
 - ``checkpoint.pt``  — agent + optimiser, RNG states, diversity counts, replay index, metrics,
   written atomically after every iteration (loaded with ``weights_only=True``);
@@ -18,7 +20,6 @@ instead of calling the oracles again.
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import os
@@ -34,22 +35,35 @@ import torch
 from tqdm import tqdm
 
 from matinvent.checkpoint import load_prior, resolve_checkpoint, save_prior
-from matinvent.config import ConfigError
+from matinvent.config import MAX_SEED, ConfigError
 from matinvent.config import to_dict as config_to_dict
 from matinvent.crystal import Crystal
 from matinvent.diffusion import respaced_timesteps
 from matinvent.rewards import Task, load_task
 from matinvent.rl.config import RLConfig, validate
 from matinvent.rl.methods import METHOD_CLASSES
-from matinvent.rl.trainer import RLTrainer
+from matinvent.rl.run_folder import (
+    CHECKPOINT,
+    METRICS,
+    RUN_FILE,
+    append_metrics,
+    check_memory,
+    check_replay,
+    load_checkpoint,
+    read_run_info,
+    resume_mismatch,
+    task_definition,
+    truncate_metrics,
+    write_json,
+)
+from matinvent.rl.trainer import MEMORY, RLTrainer
+from matinvent.run_lock import RunLock
 from matinvent.scoring import Scorer
 from matinvent.validity import gate_flags
 
-RUN_FILE = "run.json"
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 MAX_EMPTY_ITERATIONS = 10  # consecutive iterations without a valid crystal before a run gives up
+MAX_BUDGET = 1_000_000_000  # oracle evaluations
 
 
 def validity_flags(crystals: list[Crystal | None], mode: str) -> np.ndarray:
@@ -60,6 +74,11 @@ def validity_flags(crystals: list[Crystal | None], mode: str) -> np.ndarray:
 def check_method(method: str) -> None:
     if method not in METHOD_CLASSES:
         raise ConfigError(f"unknown method '{method}' (choose from: {', '.join(METHOD_CLASSES)})")
+
+
+def _check_int(key: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key} must be an integer in [{low}, {high}], got {value!r}")
 
 
 def optimize(
@@ -79,18 +98,15 @@ def optimize(
 
     ``scorer`` replaces the task's oracles (tests, custom pipelines); ``callback(event, iteration)``
     is called with ``"scored"`` after each batch is committed to memory and ``"checkpoint"`` after
-    each checkpoint.
+    each checkpoint. Everything is checked before ``run.json`` is written; the run holds ``out``'s
+    lock (:mod:`matinvent.run_lock`) throughout, so a second process on ``out`` fails at once.
     """
-    # ---- validate everything before any sampling --------------------------------------------
+    # ---- validate everything before touching the run folder -----------------------------------
     check_method(method)
     task = task if isinstance(task, Task) else load_task(task)
     cfg = validate(copy.deepcopy(cfg) if cfg is not None else RLConfig())
-    if budget < 1:
-        raise ConfigError(f"budget must be >= 1 oracle evaluation, got {budget}")
-    out = Path(out)
-    started = (out / RUN_FILE).exists()
-    if started and not resume:
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it (or choose another --out)")
+    _check_int("budget", budget, 1, MAX_BUDGET)
+    _check_int("seed", seed, 0, MAX_SEED)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"config key 'device' is '{cfg.device}' but CUDA is not available")
     if cfg.threads:
@@ -111,25 +127,87 @@ def optimize(
         "prior": str(prior_path),
         "windows": task.window_text(),
         "properties": task.properties,
+        "task_definition": task_definition(task),
         "config": config_to_dict(cfg),
     }
+    out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with RunLock(out):
+            trainer = _start(out, run_info, resume, cfg, task, scorer, prior, method, seed)
+            _run(trainer, out, budget, max_iterations, progress, callback)
+            info = {"fine_tuned_from": str(prior_path), "task": task.name, "method": method}
+            save_prior(trainer.fine_tuned(), out / "agent", info)
+            summary = {k: run_info[k] for k in ("task", "method", "seed", "budget", "prior", "windows", "properties")}
+            summary.update(trainer.metrics.summary())
+            summary.update(
+                {
+                    "iterations": trainer.iteration,
+                    "wall_s": round(trainer.elapsed, 1),
+                    "finished": trainer.metrics.evaluations >= budget,
+                }
+            )
+            (out / SUMMARY).write_text(json.dumps(_jsonable(summary), indent=2))
+            if summary["finished"] and cfg.recheck_n > 0 and trainer.metrics.hits > 0 and own_scorer:
+                summary["recheck"] = _recheck(out, task, cfg.recheck_n, seed, progress)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a start that failed at once leaves no folder behind
+    return summary
+
+
+def _start(
+    out: Path,
+    run_info: dict[str, Any],
+    resume: bool,
+    cfg: RLConfig,
+    task: Task,
+    scorer: Scorer,
+    prior: Any,
+    method: str,
+    seed: int,
+) -> RLTrainer:
+    """Check the run folder (``--resume``: against what the run started with), build the trainer, write run.json."""
+    started = (out / RUN_FILE).exists()
+    if started and not resume:
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it (or choose another --out)")
     if started:
-        old = json.loads((out / RUN_FILE).read_text())
-        for key in ("task", "method", "seed"):
-            if old[key] != run_info[key]:
-                raise ConfigError(f"--resume: {out} was run with {key}={old[key]!r}, not {run_info[key]!r}")
+        old = read_run_info(out / RUN_FILE)
+        diff = resume_mismatch(old, run_info)
+        if diff is not None:
+            raise ConfigError(f"--resume: {diff} ({out / RUN_FILE}); choose another --out for a changed run")
+        if (out / CHECKPOINT).exists() and not (out / MEMORY).exists():
+            raise ConfigError(f"--resume: {out / MEMORY} is missing but {out / CHECKPOINT} exists")
         run_info["run_id"] = old["run_id"]
     else:
+        leftovers = [name for name in (CHECKPOINT, METRICS) if (out / name).exists()]
+        if leftovers:
+            raise ConfigError(f"{out} holds {', '.join(leftovers)} of a run but no {RUN_FILE}; choose another --out")
         run_info["run_id"] = uuid.uuid4().hex[:12]
-    (out / RUN_FILE).write_text(json.dumps(run_info, indent=2))
-    run_id = run_info["run_id"]
+    trainer = RLTrainer(cfg, task, scorer, prior, method, seed, out, run_info["run_id"])
+    try:
+        if started and (out / CHECKPOINT).exists():
+            load_checkpoint(trainer, out / CHECKPOINT, cfg.device)
+        check_memory(trainer, out, resumed=started)
+        check_replay(trainer)
+        truncate_metrics(out / METRICS, trainer.iteration)
+        write_json(out / RUN_FILE, run_info)  # only now: every check passed
+    except BaseException:
+        trainer.close()
+        raise
+    return trainer
 
-    # ---- the trainer and its state -------------------------------------------------------------
-    trainer = RLTrainer(cfg, task, scorer, prior, method, seed, out, run_id)
-    if (out / CHECKPOINT).exists():
-        trainer.load_state_dict(torch.load(out / CHECKPOINT, map_location=cfg.device, weights_only=True))
-    _truncate_metrics(out / METRICS, trainer.iteration)
+
+def _run(
+    trainer: RLTrainer,
+    out: Path,
+    budget: int,
+    max_iterations: int | None,
+    progress: bool,
+    callback: Callable[[str, int], None] | None,
+) -> None:
+    """Iterate until the budget (or ``max_iterations``), checkpointing after each step."""
 
     def save_checkpoint() -> None:
         tmp = out / (CHECKPOINT + ".tmp")
@@ -141,7 +219,7 @@ def optimize(
     bar = tqdm(
         total=budget, initial=min(metrics.evaluations, budget), unit="eval", disable=not progress, dynamic_ncols=True
     )
-    bar.set_description(f"{method} on {task.name}")
+    bar.set_description(f"{trainer.method} on {trainer.task.name}")
     empty = 0
     try:
         while trainer.metrics.evaluations < budget and (max_iterations is None or trainer.iteration < max_iterations):
@@ -152,7 +230,7 @@ def optimize(
             seconds = time.time() - t0
             trainer.elapsed += seconds
             row.update({"seconds": round(seconds, 3), "elapsed": round(trainer.elapsed, 3)})
-            _append_metrics(out / METRICS, row)
+            append_metrics(out / METRICS, row)
             save_checkpoint()
             if callback is not None:
                 callback("checkpoint", trainer.iteration)
@@ -168,23 +246,6 @@ def optimize(
     finally:
         bar.close()
         trainer.close()
-    metrics = trainer.metrics
-    save_prior(
-        trainer.fine_tuned(), out / "agent", {"fine_tuned_from": str(prior_path), "task": task.name, "method": method}
-    )
-    summary = {**{k: run_info[k] for k in ("task", "method", "seed", "budget", "prior", "windows", "properties")}}
-    summary.update(metrics.summary())
-    summary.update(
-        {
-            "iterations": trainer.iteration,
-            "wall_s": round(trainer.elapsed, 1),
-            "finished": metrics.evaluations >= budget,
-        }
-    )
-    (out / SUMMARY).write_text(json.dumps(_jsonable(summary), indent=2))
-    if summary["finished"] and cfg.recheck_n > 0 and metrics.hits > 0 and own_scorer:
-        summary["recheck"] = _recheck(out, task, cfg.recheck_n, seed, progress)
-    return summary
 
 
 def _recheck(out: Path, task: Task, n_max: int, seed: int, progress: bool) -> dict[str, Any]:
@@ -198,31 +259,6 @@ def _recheck(out: Path, task: Task, n_max: int, seed: int, progress: bool) -> di
         warnings.warn(msg, stacklevel=3)
         return {"skipped": str(exc)}
     return {k: result.get(k) for k in HEADLINE}
-
-
-def _append_metrics(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
-def _truncate_metrics(path: Path, iteration: int) -> None:
-    """Drop metrics rows of iterations not covered by the checkpoint (written just before a kill)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return
-    kept = [r for r in rows if int(r["iteration"]) < iteration]
-    if len(kept) != len(rows):
-        with open(path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(kept)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
