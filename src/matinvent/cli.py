@@ -93,24 +93,29 @@ def _cmd_score(args: argparse.Namespace) -> int:
     task = load_task(args.task)
     if args.max_atoms < 1:
         raise ValueError(f"--max-atoms must be >= 1, got {args.max_atoms}")
+    if args.oracle_timeout is not None and not 0 < args.oracle_timeout < float("inf"):
+        raise ValueError(f"--oracle-timeout must be a positive number of seconds, got {args.oracle_timeout}")
     ids, crystals, read_reasons = read_structure_items(args.path, max_atoms=args.max_atoms)
     relax_kw = {"model": args.mlip_model} if args.relax == "mlip" else {}
-    scorer = Scorer(task, relax=args.relax, validity=args.validity, **relax_kw)
+    scorer = Scorer(task, relax=args.relax, validity=args.validity, timeout_s=args.oracle_timeout, **relax_kw)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tables = []
     n_invalid = n_failed = 0
-    with tqdm(total=len(crystals), desc=f"score {task.name}", unit="structure") as bar:
-        for start in range(0, len(crystals), args.batch_size):
-            chunk = crystals[start : start + args.batch_size]
-            scores = scorer(chunk)
-            n_invalid += int((~scores.valid & ~scores.failed).sum())
-            n_failed += int(scores.failed.sum())
-            stop = start + len(chunk)
-            part = scores_table(ids[start:stop], scores.structures, scores, read_reasons[start:stop])
-            part.to_csv(out, mode="w" if start == 0 else "a", header=start == 0, index=False)  # kept if we crash
-            tables.append(part)
-            bar.update(len(chunk))
+    try:
+        with tqdm(total=len(crystals), desc=f"score {task.name}", unit="structure") as bar:
+            for start in range(0, len(crystals), args.batch_size):
+                chunk = crystals[start : start + args.batch_size]
+                scores = scorer(chunk)
+                n_invalid += int((~scores.valid & ~scores.failed).sum())
+                n_failed += int(scores.failed.sum())
+                stop = start + len(chunk)
+                part = scores_table(ids[start:stop], scores.structures, scores, read_reasons[start:stop])
+                part.to_csv(out, mode="w" if start == 0 else "a", header=start == 0, index=False)  # kept if we crash
+                tables.append(part)
+                bar.update(len(chunk))
+    finally:
+        scorer.close()
     import pandas as pd
 
     table = pd.concat(tables, ignore_index=True)
@@ -263,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="physical",
         help="gate before any oracle; invalid structures get reward 0 and a reason: physical (default) |"
         " physical+composition (and SMACT) | cdvae (distances >= 0.5 A) | cdvae+composition | none",
+    )
+    q.add_argument(
+        "--oracle-timeout",
+        type=float,
+        metavar="S",
+        help="run each structure's oracle call in a worker process, killed after S seconds (NaN and a reason);"
+        " default: in-process, unbounded (command oracles always use their own timeout)",
     )
     q.set_defaults(func=_cmd_score)
 

@@ -8,6 +8,11 @@ gate (``matinvent.validity.GATES``; default ``physical``: covalent-radius contac
 window) sorts out implausible structures: they get NaN properties, reward 0, ``valid = False``
 and the reason, and are never sent to an oracle. A structure that cannot be read or evaluated
 gets NaN properties, reward 0 and ``failed``; it never stops the batch.
+
+With ``Scorer(task, timeout_s=S)`` each structure's call of a registry oracle runs in a worker
+process (``matinvent.executor.LocalExecutor``) and is killed after S seconds: a hang, even in C
+code, costs NaN and a reason for that structure only. Command oracles bound themselves (their own
+``timeout``, process group killed) and MLIP relaxations run in-process.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from matinvent.crystal import Crystal, CrystalError, iter_extxyz
+from matinvent.executor import LocalExecutor, OracleExecutor, OracleSpec
 from matinvent.rewards import Task
 from matinvent.structure_checks import MAX_ATOMS, check_volume_per_atom
 from matinvent.validity import gate_flags, resolve_gate
@@ -117,7 +123,12 @@ def read_structures(path: str | Path, max_atoms: int | None = MAX_ATOMS) -> tupl
 
 
 class Scorer:
-    """Holds a task's oracles (built once) and scores batches of structures behind a validity gate."""
+    """Holds a task's oracles (built once) and scores batches of structures behind a validity gate.
+
+    ``oracles`` maps properties to oracles or :class:`~matinvent.executor.OracleSpec`; ``timeout_s``
+    (seconds per structure and oracle; ``None``: in-process, unbounded) sends the registry oracles and
+    the given specs through ``executor`` (default: a one-worker ``LocalExecutor``). ``close()`` stops it.
+    """
 
     def __init__(
         self,
@@ -125,16 +136,21 @@ class Scorer:
         relax: str | None = None,
         oracles: dict[str, Any] | None = None,
         validity: str = "physical",
+        timeout_s: float | None = None,
+        executor: OracleExecutor | None = None,
         **relax_kw,
     ):
         if relax is not None and relax not in RELAX_CHOICES:
             raise ValueError(f"relax must be one of {RELAX_CHOICES} or None, got {relax!r}")
+        if timeout_s is not None and not (np.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be a positive finite number of seconds or None, got {timeout_s!r}")
         self.validity = resolve_gate(validity)
         self.task = task
         self.relax = relax
         self.relaxer = None
         self.on_input: set[str] = set()  # properties computed from the input structures (the MLIP's own cache)
         built = dict(oracles or {})
+        specs = {prop: o for prop, o in built.items() if isinstance(o, OracleSpec)}
         if relax == "mlip":
             from matinvent.oracles.mlip import mlip_oracles
 
@@ -146,7 +162,23 @@ class Scorer:
                     self.on_input.add(prop)
         for prop, oracle in task.build_oracles(skip=set(built)).items():
             built[prop] = oracle
+            if prop not in task.oracles:
+                specs[prop] = OracleSpec(prop)
+        if timeout_s is None:
+            built.update({prop: spec.build() for prop, spec in specs.items() if built[prop] is spec})
+            specs = {}
+        elif executor is None and specs:
+            executor = LocalExecutor(timeout_s)
         self.oracles = built
+        self.specs = specs  # properties whose calls go through the executor
+        self.timeout_s = timeout_s
+        self.executor = executor
+
+    def _evaluate(self, prop: str, structures: list[Any]) -> tuple[np.ndarray, list[str]]:
+        """Values of ``prop`` for ``structures`` and per-structure failure reasons ("" where it worked)."""
+        if prop in self.specs:
+            return self.executor.evaluate(self.specs[prop], structures)
+        return self.oracles[prop](structures), [""] * len(structures)
 
     def __call__(self, structures: list[Any], validity: str | None = None) -> Scores:
         """Score ``structures``; ``validity`` overrides the gate for this call (the RL loop gates first)."""
@@ -154,6 +186,7 @@ class Scorer:
 
         structs = as_structures(structures)
         valid, reason = gate_flags(structs, self.validity if validity is None else resolve_gate(validity))
+        reason = list(reason)
         unreadable = np.array([s is None for s in structs], dtype=bool)
         idx = np.flatnonzero(valid)
         inputs = [structs[i] for i in idx]
@@ -166,12 +199,21 @@ class Scorer:
         values = {prop: np.full(len(structs), np.nan) for prop in self.task.properties}
         if len(idx):
             for prop in self.task.properties:
-                values[prop][idx] = self.oracles[prop](inputs if prop in self.on_input else relaxed_inputs)
+                got, why = self._evaluate(prop, inputs if prop in self.on_input else relaxed_inputs)
+                values[prop][idx] = got
+                for i, w in zip(idx, why, strict=True):
+                    if w:
+                        reason[i] = f"{reason[i]}; {w}" if reason[i] else w
         reward, hit, failed = self.task.rewards(values)
         failed = (failed & valid) | unreadable
         return Scores(
             values=values, reward=reward, hit=hit, failed=failed, structures=relaxed, valid=valid, reason=reason
         )
+
+    def close(self) -> None:
+        """Stop the executor's workers (a later call starts new ones)."""
+        if self.executor is not None:
+            self.executor.close()
 
 
 def scores_table(

@@ -2,14 +2,20 @@
 
 The command is a list of arguments (or a string split with ``shlex``) in which ``{input}`` is
 replaced by the path of the structure file (CIF or extxyz). The program prints the property as
-the last non-empty line of its standard output. A non-zero exit, a timeout or output that is not
-a number gives NaN for that structure; the batch goes on.
+the last non-empty line of its standard output, as an ASCII decimal or scientific number
+(``12``, ``-1.5e3``, ``3.``, ``.5``; not ``1_000``, ``0x10``, non-ASCII digits, ``nan`` or ``inf``).
+A non-zero exit, a timeout or any other output gives NaN for that structure; the batch goes on.
+The command runs in its own session: on timeout its whole process group is killed, grandchildren
+included.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 import shlex
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,6 +26,19 @@ import numpy as np
 from matinvent.oracles.base import Oracle, log
 
 FORMATS = ("cif", "extxyz")
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII only, by construction
+
+
+def parse_number(text: str) -> float | None:
+    """The finite float that ``text`` spells as an ASCII decimal/scientific number, else ``None``.
+
+    ``float()`` alone would also take ``1_000``, ``١٢٣``, ``１２``, ``nan`` and ``inf``; those are refused.
+    """
+    text = text.strip()
+    if not NUMBER.fullmatch(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None  # 1e999 overflows to inf
 
 
 def command_argv(command: Any) -> list[str]:
@@ -84,20 +103,44 @@ class CommandOracle(Oracle):
                 AseAtomsAdaptor.get_atoms(structure).write(str(path), format="extxyz")
             argv = [a.replace("{input}", str(path)) for a in self.argv]
             try:
-                proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, cwd=tmp)
+                code, stdout, stderr = _run_bounded(argv, self.timeout, tmp)
             except subprocess.TimeoutExpired:
-                log.warning("oracle '%s': timed out after %.0f s", self.name, self.timeout)
+                log.warning("oracle '%s': timed out after %g s (process group killed)", self.name, self.timeout)
                 return math.nan
             except OSError as exc:
                 log.warning("oracle '%s': could not run %s: %s", self.name, argv[0], exc)
                 return math.nan
-        if proc.returncode != 0:
-            log.warning("oracle '%s': exit code %d: %s", self.name, proc.returncode, proc.stderr.strip()[-300:])
+        if code != 0:
+            log.warning("oracle '%s': exit code %d: %s", self.name, code, stderr.strip()[-300:])
             return math.nan
-        lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+        value = parse_number(lines[-1]) if lines else None
+        if value is None:
+            log.warning("oracle '%s': output is not a finite ASCII number: %r", self.name, stdout[-200:])
+            return math.nan
+        return value
+
+
+def _run_bounded(argv: list[str], timeout: float, cwd: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``argv`` run in a new session; past ``timeout`` its process group is
+    killed (``SIGKILL``) and ``subprocess.TimeoutExpired`` raised."""
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        text=True, errors="replace", cwd=cwd, start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # the leader is not reaped yet (communicate only waits after EOF), so its pid still names the group
         try:
-            value = float(lines[-1])
-        except (IndexError, ValueError):
-            log.warning("oracle '%s': output is not a number: %r", self.name, proc.stdout[-200:])
-            return math.nan
-        return value if math.isfinite(value) else math.nan
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:  # a grandchild left the group and holds the pipes
+            for pipe in (proc.stdout, proc.stderr):
+                pipe.close()
+            proc.wait()
+        raise
+    return proc.returncode, stdout, stderr

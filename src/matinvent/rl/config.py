@@ -76,6 +76,7 @@ class RLConfig:
     wd_prior_weight: float = 1.0  # weighted-denoising: weight of the MSE pull toward the prior's predictions
     device: str = "cpu"
     threads: int = 0
+    oracle_timeout_s: float | None = None  # limit (s) per structure and oracle call, in a worker (None = in-process)
     recheck_n: int = 20  # at the end, relax up to this many distinct hits (random subset) and re-score them (0 = off)
     n_hits: int = 100  # Burden's n
     diversity_budget: int = 3000  # Diversity ratio's b
@@ -135,6 +136,9 @@ def validate(cfg: RLConfig) -> RLConfig:
         raise ConfigError(
             f"config key 'pg_components' must be a non-empty list of {', '.join(COMPONENTS)}, got {cfg.pg_components!r}"
         )
+    timeout = cfg.oracle_timeout_s
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"config key 'oracle_timeout_s' must be a positive number or null, got {timeout}")
     for c in COMPONENTS:
         w = getattr(cfg.kl_weights, c)
         if not (math.isfinite(w) and w >= 0):

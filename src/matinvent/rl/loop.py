@@ -118,7 +118,8 @@ def optimize(
         raise ConfigError(f"config key 'skip_last' ({cfg.skip_last}) must be < the {n_steps} sampler steps")
     own_scorer = scorer is None  # hits are re-checked with the task's oracles only when they scored the run
     if scorer is None:
-        scorer = Scorer(task)  # each call below overrides its gate: the loop gates with cfg.validity itself
+        # each call below overrides its gate: the loop gates with cfg.validity itself
+        scorer = Scorer(task, timeout_s=cfg.oracle_timeout_s)
     run_info = {
         "task": task.name,
         "method": method,

@@ -1,0 +1,287 @@
+"""Bounded oracle calls: each structure is evaluated in a worker process under a wall-clock limit.
+
+A hang in C code (a neighbour search on an absurd cell, a stuck library call) cannot be stopped
+by ``SIGALRM`` inside the process; a worker can always be killed. :class:`LocalExecutor` keeps
+``workers`` processes (``forkserver`` on Linux, else ``spawn``; never ``fork``, which deadlocks
+with torch threads), sends them one structure at a time and, per structure:
+
+- returns the oracle's value (``oracle.evaluate([structure])``, as in-process);
+- on an exception in the oracle: NaN and the exception as reason, the worker lives on;
+- past ``timeout_s``: kills the worker (``SIGKILL``), NaN and a "timed out" reason, and starts a
+  fresh worker for the next structure;
+- when the worker dies (``os._exit``, segfault, out of memory): NaN and its exit code as reason.
+
+Oracles travel as an :class:`OracleSpec` (a registry name, or a picklable factory, plus keyword
+arguments); each worker builds an oracle once, on first use, and keeps it, so model weights are
+loaded once per worker, not per structure. Building has its own, generous limit
+(``build_timeout_s``); an oracle that cannot be built raises :class:`~matinvent.oracles.OracleError`.
+
+As with any ``spawn``/``forkserver`` multiprocessing, a script that uses it needs an
+``if __name__ == "__main__":`` guard (workers import the main module).
+
+Another executor (e.g. Dask) only needs the same ``evaluate(spec, structures) -> Evaluation`` and
+``close()`` (:class:`OracleExecutor`).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import pickle
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+PRELOAD = ["matinvent.executor", "pymatgen.core"]  # imported once by the forkserver (no torch: not fork-safe)
+BUILD_TIMEOUT_S = 600.0  # seconds to import and load an oracle (CGCNN weights, an MLIP) in a fresh worker
+
+
+@dataclass(frozen=True)
+class OracleSpec:
+    """How a worker builds an oracle: ``factory(**kwargs)``, or ``get_oracle(name, **kwargs)`` without a factory.
+
+    The factory must be picklable by reference (a class or a module-level function).
+    """
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    factory: Callable[..., Any] | None = None
+
+    def build(self) -> Any:
+        if self.factory is not None:
+            return self.factory(**self.kwargs)
+        from matinvent.oracles import get_oracle
+
+        return get_oracle(self.name, **self.kwargs)
+
+
+class Evaluation(NamedTuple):
+    """Per-structure values (float64, NaN where it failed) and reasons (``""`` where it succeeded)."""
+
+    values: np.ndarray
+    reasons: list[str]
+
+
+class OracleExecutor(Protocol):
+    """What the :class:`~matinvent.scoring.Scorer` needs of an executor."""
+
+    def evaluate(self, spec: OracleSpec, structures: Sequence[Any]) -> Evaluation: ...
+
+    def close(self) -> None: ...
+
+
+# --- the worker side --------------------------------------------------------------------------------
+
+
+def _worker_main(conn: Connection) -> None:
+    """Serve ``("build", key, structure)`` and ``("eval", key, structure)`` until ``None`` or a closed pipe.
+
+    ``key`` is the pickled :class:`OracleSpec`. A build message carries a sample structure only so that
+    unpickling it (importing pymatgen) happens under the build limit, not the first structure's.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes us
+    oracles: dict[bytes, Any] = {}
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        kind, key, payload = msg
+        try:
+            if kind == "build":
+                if key not in oracles:
+                    oracles[key] = pickle.loads(key).build()
+                conn.send(("ok", None))
+            else:
+                values = np.asarray(oracles[key].evaluate([payload]), dtype=np.float64).reshape(-1)
+                if len(values) != 1:
+                    raise ValueError(f"returned {len(values)} values for 1 structure")
+                conn.send(("ok", float(values[0])))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent as this structure's reason
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+# --- the parent side --------------------------------------------------------------------------------
+
+
+class _Worker:
+    """One worker process, its pipe and the oracles it has built."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="matinvent-oracle")
+        self.proc.start()
+        child.close()
+        self.built: set[bytes] = set()
+        self.task: tuple[str, int, float] | None = None  # (kind, structure index, deadline)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, kind: str, key: bytes, payload: Any, index: int, limit: float) -> bool:
+        """Start a task; ``False`` when the worker is gone already (its exit then shows in the next wait)."""
+        self.task = (kind, index, time.monotonic() + limit)
+        try:
+            self.conn.send((kind, key, payload))
+        except OSError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=10)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.proc.join(timeout=2)
+        self.kill()
+
+
+class LocalExecutor:
+    """Evaluates oracles structure by structure in ``workers`` local processes, each call at most ``timeout_s``.
+
+    Workers start on first use and are reused across calls (and across oracles); ``close()`` (or
+    leaving a ``with`` block) stops them. Not thread-safe: one ``evaluate`` at a time.
+    """
+
+    def __init__(
+        self,
+        timeout_s: float,
+        workers: int = 1,
+        build_timeout_s: float = BUILD_TIMEOUT_S,
+        start_method: str | None = None,
+    ) -> None:
+        if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be a positive finite number of seconds, got {timeout_s!r}")
+        if not (isinstance(workers, int) and workers >= 1):
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        if not build_timeout_s > 0:
+            raise ValueError(f"build_timeout_s must be > 0, got {build_timeout_s!r}")
+        if start_method is None:
+            start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        if start_method == "fork":
+            raise ValueError("start_method 'fork' is not safe with torch threads; use 'forkserver' or 'spawn'")
+        self.timeout_s, self.workers, self.build_timeout_s = float(timeout_s), workers, float(build_timeout_s)
+        self._ctx = mp.get_context(start_method)
+        if start_method == "forkserver":  # a restarted worker is a fork of a server that imported these once
+            self._ctx.set_forkserver_preload(PRELOAD)
+        self._pool: list[_Worker] = []
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (for tests and diagnostics)."""
+        return [w.pid for w in self._pool]
+
+    def evaluate(self, spec: OracleSpec, structures: Sequence[Any]) -> Evaluation:
+        """One value per structure (``None`` → NaN, "no structure"), each computed under the time limit."""
+        key = pickle.dumps(spec)
+        values = np.full(len(structures), np.nan)
+        reasons = ["" if s is not None else "no structure" for s in structures]
+        todo = deque(i for i, s in enumerate(structures) if s is not None)
+        for w in [w for w in self._pool if not w.proc.is_alive()]:  # died between calls: no structure's fault
+            self._drop(w)
+        try:
+            while todo or any(w.task for w in self._pool):
+                while len(self._pool) < self.workers and len(todo) > sum(w.task is None for w in self._pool):
+                    self._pool.append(_Worker(self._ctx))
+                for w in [w for w in self._pool if w.task is None and todo]:
+                    if key not in w.built:  # a worker that cannot even start fails its build in _collect
+                        w.send("build", key, structures[todo[0]], -1, self.build_timeout_s)
+                    elif w.send("eval", key, structures[todo[0]], todo[0], self.timeout_s):
+                        todo.popleft()
+                    else:  # it died after its last task: no structure's fault, a fresh worker takes over
+                        self._drop(w)
+                self._collect(spec, key, values, reasons)
+        except BaseException:
+            self.close()  # a worker may hold a half-done task: start clean next time
+            raise
+        return Evaluation(values, reasons)
+
+    def _collect(self, spec: OracleSpec, key: bytes, values: np.ndarray, reasons: list[str]) -> None:
+        """Wait until a busy worker answers, dies or passes its deadline; record what happened."""
+        from matinvent.oracles import OracleError
+
+        busy = [w for w in self._pool if w.task is not None]
+        deadline = min(w.task[2] for w in busy)
+        wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=max(0.0, deadline - time.monotonic()))
+        now = time.monotonic()
+        for w in busy:
+            kind, i, due = w.task
+            answer, why = None, ""
+            if w.conn.poll():
+                try:
+                    answer = w.conn.recv()
+                except (EOFError, OSError):
+                    why = self._died(w)
+            elif not w.proc.is_alive():
+                why = self._died(w)
+            elif now >= due:
+                limit = self.timeout_s if kind == "eval" else self.build_timeout_s
+                why = f"timed out after {limit:g} s (worker killed)"
+            else:
+                continue
+            w.task = None
+            if answer is None:  # dead, or hung and now killed: a fresh worker takes the next structure
+                self._drop(w)
+            elif answer[0] == "ok":
+                if kind == "build":
+                    w.built.add(key)
+                else:
+                    values[i] = answer[1]
+                continue
+            else:
+                why = answer[1]
+            if kind == "build":
+                hint = "" if answer else " (its stderr says why; a script needs an `if __name__ == '__main__':` guard)"
+                raise OracleError(f"oracle '{spec.name}' could not be built in a worker: {why}{hint}")
+            reasons[i] = f"oracle '{spec.name}': {why}"
+
+    def _drop(self, w: _Worker) -> None:
+        w.kill()
+        self._pool.remove(w)
+
+    @staticmethod
+    def _died(w: _Worker) -> str:
+        w.proc.join(timeout=5)
+        code = w.proc.exitcode
+        if code is not None and code < 0:
+            try:
+                return f"worker died with signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"worker died with signal {-code}"
+        return f"worker died with exit code {code}"
+
+    def close(self) -> None:
+        """Stop every worker (killing any that is busy)."""
+        pool, self._pool = self._pool, []
+        for w in pool:
+            if w.task is None:
+                w.stop()
+            else:
+                w.kill()
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # workers are daemons too: they never outlive the parent
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
