@@ -277,7 +277,7 @@ def test_skip_last_leaves_the_last_steps_out_of_the_loss(with_prior):
     model, prior, trajs, ts, _ = with_prior
     r = np.array([0.2, 0.9, 0.5])
     k = 2
-    cfg = RLConfig(kl_steps=0, alpha=0.7, beta=0.3, lam=1.1, skip_last=k, epochs=1)
+    cfg = RLConfig(baseline="none", logp_reduce="sum", kl_steps=0, alpha=0.7, beta=0.3, lam=1.1, skip_last=k, epochs=1)
     method = MatInvent(cfg, model, prior, ts, sgd0(model), torch.Generator().manual_seed(0))
     stats = method.policy_step(trajs, r, r, use_kl=True)
     rt = torch.tensor(r)
@@ -291,7 +291,7 @@ def test_skip_last_leaves_the_last_steps_out_of_the_loss(with_prior):
 def test_skip_last_with_k_of_t_draws_only_trainable_steps_scaled_by_their_count(with_prior):
     model, prior, trajs, ts, _ = with_prior
     r = np.array([0.2, 0.9, 0.5])
-    cfg = RLConfig(kl_steps=3, alpha=0.7, beta=0.3, lam=1.1, skip_last=2, epochs=1)
+    cfg = RLConfig(baseline="none", logp_reduce="sum", kl_steps=3, alpha=0.7, beta=0.3, lam=1.1, skip_last=2, epochs=1)
     method = MatInvent(cfg, model, prior, ts, sgd0(model), torch.Generator().manual_seed(7))
     stats = method.policy_step(trajs, r, r, use_kl=True)
     steps = sorted(torch.randperm(STEPS - 2, generator=torch.Generator().manual_seed(7))[:3].tolist())
@@ -314,7 +314,9 @@ def test_replay_pg_exclude_keeps_only_the_kl_term_of_replayed_trajectories(with_
     rt, on = torch.tensor(r), torch.tensor(~replayed, dtype=torch.float64)
     logp, kl = hand_terms(model, prior, trajs, ts, range(STEPS))
     for mode, pg in (("exclude", on), ("include", torch.ones(3, dtype=torch.float64))):
-        cfg = RLConfig(kl_steps=0, alpha=0.7, beta=0.3, lam=1.1, replay_pg=mode, epochs=1)
+        cfg = RLConfig(
+            baseline="none", logp_reduce="sum", kl_steps=0, alpha=0.7, beta=0.3, lam=1.1, replay_pg=mode, epochs=1
+        )
         method = MatInvent(cfg, model, prior, ts, sgd0(model), torch.Generator().manual_seed(0))
         stats = method.policy_step(trajs, r, r, use_kl=True, replayed=replayed)
         expected = float((-0.7 * rt * logp * pg + 0.3 * (1.1 - rt) * kl).mean())

@@ -45,15 +45,16 @@ class RLConfig:
     epochs: int = 2  # optimiser steps per iteration (policy-gradient methods: matinvent, reinforce)
     grad_clip: float = 1.0
     alpha: float = 1.0  # policy-gradient weight
-    # PG weight: none (r, the paper) | batch (r − mean) | normalize ((r − mean)/std, clipped at ±adv_clip)
-    baseline: str = "none"
+    # PG weight: none (r, the paper) | batch (r − mean) | normalize ((r − mean)/std, clipped at ±adv_clip; default,
+    # chosen on 4 tasks × 3 seeds: benchmarks/results/tune_*.md)
+    baseline: str = "normalize"
     adv_clip: float = 5.0
     pg_components: list[str] = field(default_factory=lambda: list(COMPONENTS))  # log p terms in the PG
     beta: float = 1.0  # reward-weighted KL weight
     lam: float = 1.1  # λ, slightly above the maximum reward
     kl_steps: int = 10  # K of T steps drawn per trajectory and update (0 = all T)
     # --- stabilisers (ours; the paper's loss when left at these defaults) ---
-    logp_reduce: str = "sum"  # sum (the paper) | mean: each component's log p and KL averaged over its dimensions
+    logp_reduce: str = "mean"  # mean (default): each component's log p and KL averaged over its size | sum (paper)
     sigma_floor: float = 0.0  # floor on the Gaussian σ in log-probs and KLs (0 = none)
     skip_last: int = 0  # the last k reverse steps (near-deterministic) never enter the update
     ppo_clip: float = 0.0  # ε of PPO's clipped ratio vs. the log-probs stored at sampling (0 = plain PG)
