@@ -61,7 +61,9 @@ if __name__ == "__main__":  # python rl_toy.py PRIOR OUT BUDGET KILL_AT
     from matinvent.scoring import Scorer
 
     prior, out, budget, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    cfg = RLConfig(prior=prior, batch_size=6, validity="none", lr=1e-3, kl_steps=2, threads=1, replay_per_iter=2)
+    cfg = RLConfig(
+        prior=prior, batch_size=6, sample_steps=None, validity="none", lr=1e-3, kl_steps=2, threads=1, replay_per_iter=2
+    )
     scorer = Scorer(TASK, oracles={"light": LightFraction()})
     optimize(
         TASK, "matinvent", budget, 0, out, cfg, scorer=scorer, progress=False, callback=kill_self_after_scoring(kill_at)

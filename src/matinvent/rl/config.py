@@ -37,7 +37,7 @@ class RLConfig:
 
     prior: str = "mp20_masked"  # checkpoint folder or bundled prior name (mp20_masked: fast on a CPU)
     batch_size: int = 32  # crystals sampled per iteration
-    sample_steps: int | None = None  # reverse steps per sample (the MDP's T); None = the prior's default
+    sample_steps: int | None = 25  # reverse steps per sample, the MDP's T (benchmarks/rollout_steps.py); None = prior's
     # which crystals reach the oracles: physical+composition (covalent radii + density + SMACT) | physical |
     # cdvae+composition | cdvae (the 0.5 Å check of earlier releases) | none; old names full, structure
     validity: str = "physical+composition"
