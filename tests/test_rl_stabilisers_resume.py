@@ -26,7 +26,8 @@ def tiny_prior(tmp_path_factory):
 
 def all_switches(prior, replay_pg: str) -> RLConfig:
     return RLConfig(
-        prior=str(prior), batch_size=6, validity="none", lr=1e-3, kl_steps=2, threads=1, replay_per_iter=2,
+        prior=str(prior), batch_size=6, sample_steps=None, validity="none", lr=1e-3, kl_steps=2, threads=1,
+        replay_per_iter=2,
         baseline="normalize", logp_reduce="mean", sigma_floor=1e-3, skip_last=1, ppo_clip=0.2, epochs=2,
         replay_pg=replay_pg, kl_weights=ComponentWeights(F_corr=0.5, F=2.0, L=0.1, A=1.5), natoms_action=True,
     )  # fmt: skip
