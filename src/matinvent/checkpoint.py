@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from matinvent.config import ConfigError, from_dict
+from matinvent.config import ConfigError, PretrainConfig, from_dict, validate_pretrain
 from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
 from matinvent.denoiser import DenoiserConfig
 
@@ -109,10 +109,10 @@ def load_prior(directory: str | Path | None = None, device: str | torch.device =
         if key not in config:
             raise ConfigError(f"{cfg_path}: missing key '{key}'")
     try:
-        model = CrystalDiffusion(
-            from_dict(DenoiserConfig, config["denoiser"], "denoiser."),
-            from_dict(DiffusionConfig, config["diffusion"], "diffusion."),
-        )
+        den = from_dict(DenoiserConfig, config["denoiser"], "denoiser.")
+        diff = from_dict(DiffusionConfig, config["diffusion"], "diffusion.")
+        validate_pretrain(PretrainConfig(model=den, diffusion=diff))  # bounds before allocating anything
+        model = CrystalDiffusion(den, diff)
     except (ValueError, RuntimeError, TypeError) as exc:  # ConfigError included
         raise ConfigError(f"{cfg_path}: {exc}") from exc
     try:

@@ -92,6 +92,8 @@ def load_yaml_file(path: str | Path, what: str = "config file") -> Any:
         raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from exc
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: nested too deeply to be a {what}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path}: not valid YAML: {' '.join(str(exc).split())}") from exc
 

@@ -53,7 +53,12 @@ class Memory:
                 raise ValueError(f"property name {p!r} cannot be a memory column")
         self.path = Path(path)
         self.properties = list(properties)
-        self.conn = sqlite3.connect(str(self.path))
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a folder, not a run memory (sqlite file)")
+        try:
+            self.conn = sqlite3.connect(str(self.path))
+        except sqlite3.Error as exc:
+            raise ValueError(f"{self.path}: cannot open the run memory: {exc}") from exc
         prop_cols = "".join(f', "{p}" REAL' for p in self.properties)
         try:
             self.conn.execute(
@@ -100,10 +105,14 @@ class Memory:
 
     def counts(self, run_id: str, before: int) -> tuple[int, int, int]:
         """(rows, evaluated rows) of iterations < ``before`` and the last iteration stored (-1: none) of a run."""
-        rows, evaluated, last = self.conn.execute(
-            "SELECT SUM(iteration < ?), SUM(valid * (iteration < ?)), MAX(iteration) FROM crystals WHERE run_id = ?",
-            (before, before, run_id),
-        ).fetchone()
+        try:
+            rows, evaluated, last = self.conn.execute(
+                "SELECT SUM(iteration < ?), SUM(valid * (iteration < ?)), MAX(iteration) "
+                "FROM crystals WHERE run_id = ?",
+                (before, before, run_id),
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{self.path}: the run memory is damaged: {exc}") from exc
         return int(rows or 0), int(evaluated or 0), -1 if last is None else int(last)
 
     def delete_after(self, run_id: str, iteration: int) -> None:

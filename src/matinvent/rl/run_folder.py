@@ -79,10 +79,12 @@ def resume_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     pairs: list[tuple[str, Any, Any]] = [(k, old[k], new[k]) for k in ("task", "method", "seed")]
     if "windows" in old:
         pairs.append(("task windows", old["windows"], new["windows"]))
+    old_def = old.get("task_definition")
+    old_def = old_def if isinstance(old_def, dict) else {}
     for k, v in new["task_definition"].items():
-        if k in old.get("task_definition", {}):
-            pairs.append((f"task {k}", old["task_definition"][k], v))
-    old_cfg = _flat(old["config"])
+        if k in old_def:
+            pairs.append((f"task {k}", old_def[k], v))
+    old_cfg = _flat(old["config"]) if isinstance(old.get("config"), dict) else {}
     for k, v in _flat(new["config"]).items():
         if k.split(".")[0] not in OPERATIONAL_KEYS and k in old_cfg:
             pairs.append((f"config key '{k}'", old_cfg[k], v))

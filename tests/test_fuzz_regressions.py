@@ -1,0 +1,43 @@
+"""Defects the fuzz suite (benchmarks/fuzz_inputs.py) found after #12 parts 1-5, each with its clean outcome."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rl_toy import save_tiny_prior
+
+from matinvent.checkpoint import load_prior
+from matinvent.config import ConfigError
+from matinvent.memory import Memory
+from matinvent.rl.config import load_rl_config
+from matinvent.rl.run_folder import resume_mismatch
+
+
+def test_deeply_nested_yaml_is_a_config_error_naming_the_file(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("pg_components: " + "[" * 3000 + "]" * 3000)
+    with pytest.raises(ConfigError, match="deep.yaml"):
+        load_rl_config(path)
+
+
+def test_a_null_task_definition_in_run_json_is_a_difference_not_a_type_error():
+    old = {"task": "t", "method": "m", "seed": 0, "task_definition": None, "config": None}
+    new = {"task": "t", "method": "m", "seed": 0, "task_definition": {"reduce": "min"}, "config": {"lr": 1.0}}
+    assert resume_mismatch(old, new) is None  # nothing comparable is stored: nothing differs
+
+
+def test_a_memory_path_that_is_a_folder_names_it(tmp_path):
+    (tmp_path / "memory.sqlite").mkdir()
+    with pytest.raises(ValueError, match="memory.sqlite is a folder"):
+        Memory(tmp_path / "memory.sqlite", ["density"])
+
+
+@pytest.mark.parametrize("key, value", [("layers", 10**6), ("hidden", 20000)])
+def test_a_prior_config_beyond_the_bounds_is_refused_before_building_the_model(tmp_path, key, value):
+    prior = save_tiny_prior(tmp_path / "p")
+    cfg = json.loads((prior / "config.json").read_text())
+    cfg["denoiser"][key] = value
+    (prior / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=f"config.json.*{key}"):
+        load_prior(prior)
