@@ -41,3 +41,14 @@ def test_a_prior_config_beyond_the_bounds_is_refused_before_building_the_model(t
     (prior / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match=f"config.json.*{key}"):
         load_prior(prior)
+
+
+def test_a_negative_atom_count_histogram_is_refused_at_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    prior = save_tiny_prior(tmp_path / "p")
+    state = load_file(str(prior / "model.safetensors"))
+    state["natoms_prob"][2] = -0.5
+    save_file(state, str(prior / "model.safetensors"))
+    with pytest.raises(ConfigError, match="model.safetensors.*natoms_prob"):
+        load_prior(prior)

@@ -89,6 +89,9 @@ def check_finite(state: dict[str, torch.Tensor], path: str | Path) -> None:
     for name, t in state.items():
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ConfigError(f"{path}: tensor '{name}' holds non-finite values (NaN or Inf)")
+    prob = state.get("natoms_prob")
+    if isinstance(prob, torch.Tensor) and (bool((prob < 0).any()) or not float(prob.sum()) > 0):
+        raise ConfigError(f"{path}: tensor 'natoms_prob' is not a distribution (negative entries or zero sum)")
 
 
 def load_prior(directory: str | Path | None = None, device: str | torch.device = "cpu") -> CrystalDiffusion:
