@@ -52,3 +52,27 @@ def test_a_negative_atom_count_histogram_is_refused_at_load(tmp_path):
     save_file(state, str(prior / "model.safetensors"))
     with pytest.raises(ConfigError, match="model.safetensors.*natoms_prob"):
         load_prior(prior)
+
+
+def _nacl_cif() -> tuple[str, str]:
+    from pymatgen.core import Lattice, Structure
+    from pymatgen.io.cif import CifWriter
+
+    cif = str(CifWriter(Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])))
+    row = next(line for line in cif.splitlines() if line.strip().startswith("Cl") and "0.5" in line)
+    return cif, row
+
+
+@pytest.mark.parametrize("field", ["occupancy", "coordinate"])
+def test_a_dot_in_an_atom_site_is_refused_not_read_as_zero(field):
+    from matinvent.crystal import Crystal, CrystalError
+
+    cif, row = _nacl_cif()
+    parts = row.split()
+    if field == "occupancy":
+        parts[-1] = "."
+    else:
+        parts[3] = "."
+    with pytest.raises(CrystalError, match="'\\.'"):
+        Crystal.from_cif(cif.replace(row, "  ".join(parts)))
+    assert len(Crystal.from_cif(cif).Z) == 2  # the unmodified CIF reads both atoms
