@@ -76,3 +76,15 @@ def test_a_dot_in_an_atom_site_is_refused_not_read_as_zero(field):
     with pytest.raises(CrystalError, match="'\\.'"):
         Crystal.from_cif(cif.replace(row, "  ".join(parts)))
     assert len(Crystal.from_cif(cif).Z) == 2  # the unmodified CIF reads both atoms
+
+
+def test_every_data_block_of_a_multi_block_cif_is_checked():
+    from matinvent.crystal import Crystal, CrystalError
+
+    cif, _ = _nacl_cif()
+    first = cif.replace("_cell_length_c   5.64000000", "_cell_length_c   0.001")
+    assert first != cif
+    second = cif.replace("data_NaCl", "data_two").replace("  Cl  Cl1  1", "  Vac  Cl1  1")
+    with pytest.raises(CrystalError, match="data block 2: .*Vac"):  # refused, not read as NaV
+        Crystal.from_cif(first + second)
+    assert len(Crystal.from_cif(cif + cif.replace("data_NaCl", "data_two")).Z) == 2  # two good blocks still read

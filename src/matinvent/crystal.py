@@ -135,12 +135,13 @@ class Crystal:
                 blocks = [b.data for b in CifFile.from_str(text).data.values()]
         except Exception as exc:  # pymatgen raises many exception types on bad CIFs
             raise CrystalError(f"could not parse CIF: {exc}") from exc
-        block = next((b for b in blocks if cif_atom_rows(b)), None)
-        if block is not None:  # no atom sites: pymatgen below says what is missing
+        atom_blocks = [b for b in blocks if cif_atom_rows(b)]  # none: pymatgen below says what is missing
+        for i, block in enumerate(atom_blocks):  # every block: pymatgen may build any of them
+            where = f"data block {i + 1}: " if len(atom_blocks) > 1 else ""
             if reason := check_atom_count(cif_atom_rows(block), max_atoms):
-                raise TooManyAtomsError(reason)
+                raise TooManyAtomsError(where + reason)
             if reason := check_cif_block(block):
-                raise CrystalError(reason)
+                raise CrystalError(where + reason)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
