@@ -216,6 +216,8 @@ class LocalExecutor:
         from matinvent.oracles import OracleError
 
         busy = [w for w in self._pool if w.task is not None]
+        if not busy:  # every send failed (workers dropped): the caller's loop starts fresh ones
+            return
         deadline = min(w.task[2] for w in busy)
         wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=max(0.0, deadline - time.monotonic()))
         now = time.monotonic()
