@@ -17,20 +17,14 @@ import warnings
 import numpy as np
 from ase.data import chemical_symbols, covalent_radii
 
+from fuzz.cif import CELL_KEYS as _CELL
+
 F_CONTACT = 0.7  # matinvent.validity.F_COVALENT, as documented
 DENSITY = (0.05, 30.0)  # g/cm³, matinvent.validity.DENSITY_WINDOW
 MAX_LENGTH = 500.0  # Å
 VOLUME_PER_ATOM = (1.0, 1000.0)  # Å³
 MAX_ATOMS = 200
 ELEMENTS = set(chemical_symbols[1:101])
-_CELL = (
-    "_cell_length_a",
-    "_cell_length_b",
-    "_cell_length_c",
-    "_cell_angle_alpha",
-    "_cell_angle_beta",
-    "_cell_angle_gamma",
-)
 
 
 def _number(text: str) -> float:
