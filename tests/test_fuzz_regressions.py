@@ -63,19 +63,49 @@ def _nacl_cif() -> tuple[str, str]:
     return cif, row
 
 
-@pytest.mark.parametrize("field", ["occupancy", "coordinate"])
-def test_a_dot_in_an_atom_site_is_refused_not_read_as_zero(field):
+def test_a_dot_coordinate_is_refused_not_read_as_zero():
     from matinvent.crystal import Crystal, CrystalError
 
     cif, row = _nacl_cif()
     parts = row.split()
-    if field == "occupancy":
-        parts[-1] = "."
-    else:
-        parts[3] = "."
+    parts[3] = "."
     with pytest.raises(CrystalError, match="'\\.'"):
         Crystal.from_cif(cif.replace(row, "  ".join(parts)))
     assert len(Crystal.from_cif(cif).Z) == 2  # the unmodified CIF reads both atoms
+
+
+@pytest.mark.parametrize("occupancy", [".", "?", "1.0005", "0.9995", "1.0(0)"])
+def test_a_full_occupancy_in_any_cif_spelling_keeps_the_site(occupancy):
+    """'.'/'?' mean the CIF default (1); 1 ± 1e-3 is rounding. pymatgen alone drops '.' and refuses 1.0005."""
+    from matinvent.crystal import Crystal
+
+    cif, row = _nacl_cif()
+    parts = row.split()
+    parts[-1] = occupancy
+    crystal = Crystal.from_cif(cif.replace(row, "  ".join(parts)))
+    assert sorted(crystal.Z.tolist()) == [11, 17]
+
+
+def test_a_bad_first_data_block_is_not_skipped_for_a_good_second_one():
+    from matinvent.crystal import Crystal, CrystalError
+
+    cif, _ = _nacl_cif()
+    flat = cif.replace("_cell_length_c   5.64000000", "_cell_length_c   0.001").replace("data_NaCl", "data_flat")
+    with pytest.raises(CrystalError, match="thickness"):  # pymatgen alone returns the second block
+        Crystal.from_cif(flat + cif)
+
+
+def test_a_null_task_definition_in_run_json_is_refused_naming_the_key(tmp_path):
+    from matinvent.rl.run_folder import read_run_info
+
+    path = tmp_path / "run.json"
+    info = {"task": "t", "method": "m", "seed": 0, "run_id": "r", "config": {}, "task_definition": None}
+    path.write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="run.json: key 'task_definition' must be a mapping"):
+        read_run_info(path)
+    info["task_definition"] = {"reduce": "min"}
+    path.write_text(json.dumps(info))
+    assert read_run_info(path)["task_definition"] == {"reduce": "min"}
 
 
 def test_every_data_block_of_a_multi_block_cif_is_checked():

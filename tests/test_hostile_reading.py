@@ -231,7 +231,7 @@ def test_5000_atom_cif_is_refused_before_pymatgen_parses_it(tmp_path, monkeypatc
     with pytest.warns(UserWarning, match="big.cif: 5000 atoms > max_atoms 200"):
         _, crystals, _ = read_structure_items(folder)
     assert crystals[0] is None and crystals[1].allclose(Crystal.from_structure(NACL), atol=1e-6)
-    assert parsed == [NACL_CIF.count("\n")]  # pymatgen parsed the small file only
+    assert len(parsed) == 1 and parsed[0] <= NACL_CIF.count("\n")  # pymatgen parsed the small file only
 
 
 def test_max_atoms_option_of_score(tmp_path):

@@ -132,22 +132,25 @@ class Crystal:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                blocks = [b.data for b in CifFile.from_str(text).data.values()]
+                cif_blocks = list(CifFile.from_str(text).data.values())
         except Exception as exc:  # pymatgen raises many exception types on bad CIFs
             raise CrystalError(f"could not parse CIF: {exc}") from exc
-        atom_blocks = [b for b in blocks if cif_atom_rows(b)]  # none: pymatgen below says what is missing
-        for i, block in enumerate(atom_blocks):  # every block: pymatgen may build any of them
+        atom_blocks = [b for b in cif_blocks if cif_atom_rows(b.data)]  # none: pymatgen below says what is missing
+        for i, block in enumerate(atom_blocks):  # every block: a multi-block file is refused if any is bad
             where = f"data block {i + 1}: " if len(atom_blocks) > 1 else ""
-            if reason := check_atom_count(cif_atom_rows(block), max_atoms):
+            if reason := check_atom_count(cif_atom_rows(block.data), max_atoms):
                 raise TooManyAtomsError(where + reason)
-            if reason := check_cif_block(block):
+            if reason := check_cif_block(block.data):
                 raise CrystalError(where + reason)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                structures = CifParser.from_str(text).parse_structures(primitive=False)
-        except Exception as exc:  # pymatgen raises many exception types on bad CIFs
-            raise CrystalError(f"could not parse CIF: {exc}") from exc
+        # the first block with atom sites is the structure (pymatgen would silently skip a bad one)
+        source = str(_full_occupancy(atom_blocks[0])) if atom_blocks else text
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                structures = CifParser.from_str(source).parse_structures(primitive=False)
+            except Exception as exc:  # pymatgen raises many exception types on bad CIFs
+                why = next((str(w.message).replace("\n", " ") for w in caught if "No structure" in str(w.message)), "")
+                raise CrystalError(f"could not parse CIF: {why or exc}") from exc
         if not structures:
             raise CrystalError("could not parse CIF: no structure found")
         structure = structures[0]
@@ -203,6 +206,17 @@ class Crystal:
         dF = self.F - other.F
         dF -= np.round(dF)
         return bool(np.allclose(self.L, other.L, rtol=0.0, atol=atol) and np.all(np.abs(dF) <= atol))
+
+
+def _full_occupancy(block):
+    """``block`` with occupancies that ``check_cif_block`` accepted as full ("?", ".", 1 ± tol) set to "1".
+
+    pymatgen reads "." as 0 (dropping the site) and refuses 1.0005 (> its occupancy tolerance).
+    """
+    key = next((k for k in block.data if k.lower() == "_atom_site_occupancy"), None)
+    if key is not None:
+        block.data[key] = ["1" for _ in block.data[key]]  # check_cif_block refused anything not full
+    return block
 
 
 def _in_label_order(structure):

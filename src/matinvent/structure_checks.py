@@ -138,13 +138,11 @@ def check_cif_block(data: Mapping[str, str | list[str]]) -> str:
     if reason := check_symbols(symbols):
         return reason
     raw_occ = [v.strip() for v in d.get("_atom_site_occupancy", [])]
-    if "." in raw_occ:  # pymatgen reads "." as 0 and drops the site
-        return "occupancy '.' (inapplicable) on an atom site"
     for axis in ("x", "y", "z"):
         if any(v.strip() in ("?", ".") for v in d.get(f"_atom_site_fract_{axis}", [])):
             return f"fractional coordinate {axis} is '?' or '.' (pymatgen would read it as 0)"
-    try:  # "?" (unknown): the CIF default, fully occupied
-        occ = [1.0 if v == "?" else cif_number(v) for v in raw_occ]
+    try:  # "?" (unknown) and "." (inapplicable): the CIF default, fully occupied
+        occ = [1.0 if v in ("?", ".") else cif_number(v) for v in raw_occ]
     except ValueError as exc:
         return f"occupancy is not a number ({exc})"
     if reason := check_occupancies(occ, labels):

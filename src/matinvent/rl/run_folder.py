@@ -56,6 +56,11 @@ def read_run_info(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: missing key '{key}' (not written by matinvent optimize?)")
     if not isinstance(info["config"], dict) or not isinstance(info["run_id"], str):
         raise ConfigError(f"{path}: key 'config' must be a mapping and 'run_id' a string")
+    # optional (older runs lack them), but never damaged
+    if "task_definition" in info and not isinstance(info["task_definition"], dict):
+        raise ConfigError(f"{path}: key 'task_definition' must be a mapping, got {type(info['task_definition']).__name__}")
+    if "windows" in info and not isinstance(info["windows"], str | dict):
+        raise ConfigError(f"{path}: key 'windows' must be text, got {type(info['windows']).__name__}")
     return info
 
 
