@@ -141,6 +141,14 @@ def _nan_agent(path):  # what a diverged update would have saved
     torch.save(state, path)
 
 
+def _damage_pages(path):
+    """Garbage over every page but the first (the schema): the file opens, reading rows fails."""
+    data = bytearray(path.read_bytes())
+    assert len(data) >= 2 * 4096, "the toy memory should span several sqlite pages"
+    data[4096:] = bytes((i * 7 + 3) % 256 for i in range(len(data) - 4096))
+    path.write_bytes(bytes(data))
+
+
 def _drop_task_key(path):
     info = json.loads(path.read_text())
     del info["task"]
@@ -151,6 +159,7 @@ def _drop_task_key(path):
     "name, damage, needle",
     [
         ("memory.sqlite", _garbage, "not a matinvent memory database"),
+        ("memory.sqlite", _damage_pages, "damaged"),
         ("checkpoint.pt", _empty, "the file is empty"),
         ("checkpoint.pt", _garbage, "not a readable checkpoint"),
         ("checkpoint.pt", _truncate, "not a readable checkpoint"),
