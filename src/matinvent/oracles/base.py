@@ -3,7 +3,8 @@
 Like an ASE calculator, an oracle is one small object: ``oracle(structures) -> np.ndarray`` of
 float64, one value per structure, ``NaN`` where the prediction failed. One bad structure never
 raises: when the batched evaluation fails, the oracle retries structure by structure and marks
-only the failing ones NaN.
+only the failing ones NaN. Structures may be pymatgen ``Structure``, ASE ``Atoms`` (with a 3-D
+cell) or matinvent ``Crystal`` objects, mixed freely (:func:`as_structures`).
 """
 
 from __future__ import annotations
@@ -19,23 +20,54 @@ from matinvent.crystal import Crystal
 
 log = logging.getLogger(__name__)
 
-StructureLike = Any  # pymatgen Structure or matinvent Crystal
+StructureLike = Any  # pymatgen Structure, ASE Atoms (3-D periodic cell) or matinvent Crystal
+
+
+def as_structure(s: StructureLike) -> Any:
+    """A pymatgen ``Structure`` for a ``Structure``, an ASE ``Atoms`` or a ``Crystal``; ``None`` for ``None``
+    or a record that cannot be built (a singular or missing cell, an unknown element).
+
+    Raises ``TypeError`` naming the type for anything else.
+    """
+    if s is None:
+        return None
+    if hasattr(s, "lattice") and hasattr(s, "frac_coords"):  # pymatgen (I)Structure
+        return s
+    if not isinstance(s, Crystal):
+        from ase import Atoms
+
+        if not isinstance(s, Atoms):
+            raise TypeError(
+                f"expected a pymatgen Structure, an ASE Atoms or a matinvent Crystal, got {type(s).__name__}"
+            )
+        try:
+            s = Crystal.from_atoms(s, max_atoms=None)
+        except Exception as exc:  # noqa: BLE001 - a broken record is a failed evaluation, not a crash
+            log.warning("ASE Atoms %s cannot be a crystal: %s", s.get_chemical_formula(), exc)
+            return None
+    try:
+        return s.to_structure()
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def as_structures(structures: Sequence[StructureLike]) -> list[Any]:
-    """pymatgen ``Structure`` objects (``None`` stays ``None``: a structure that could not be built)."""
+    """:func:`as_structure` of each item (``None`` stays ``None``: a structure that could not be built)."""
     out = []
-    for s in structures:
-        if s is None:
-            out.append(None)
-        elif isinstance(s, Crystal):
-            try:
-                out.append(s.to_structure())
-            except Exception:  # noqa: BLE001 - a broken record is a failed evaluation, not a crash
-                out.append(None)
-        else:
-            out.append(s)
+    for i, s in enumerate(structures):
+        try:
+            out.append(as_structure(s))
+        except TypeError as exc:
+            raise TypeError(f"structure {i}: {exc}") from None
     return out
+
+
+def describe(structure: Any) -> str:
+    """A short label for log messages: the reduced formula, else the type name (never raises)."""
+    try:
+        return str(structure.composition.reduced_formula)
+    except Exception:  # noqa: BLE001
+        return type(structure).__name__
 
 
 class Oracle:
@@ -69,7 +101,7 @@ class Oracle:
             return values
         except Exception as exc:  # noqa: BLE001
             if len(chunk) == 1:
-                log.warning("oracle '%s' failed on %s: %s", self.name, chunk[0].composition.reduced_formula, exc)
+                log.warning("oracle '%s' failed on %s: %s", self.name, describe(chunk[0]), exc)
                 return np.array([np.nan])
             return np.concatenate([self._evaluate_chunk([s]) for s in chunk])
 

@@ -2,9 +2,11 @@
 
 The command is a list of arguments (or a string split with ``shlex``) in which ``{input}`` is
 replaced by the path of the structure file (CIF or extxyz). The program prints the property as
-the last non-empty line of its standard output, as an ASCII decimal or scientific number
-(``12``, ``-1.5e3``, ``3.``, ``.5``; not ``1_000``, ``0x10``, non-ASCII digits, ``nan`` or ``inf``).
-A non-zero exit, a timeout or any other output gives NaN for that structure; the batch goes on.
+the last number of its standard output (:func:`last_number`: ``band gap = 1.23 eV`` → 1.23; log
+lines before it are fine), an ASCII decimal or scientific number (``12``, ``-1.5e3``, ``3.``,
+``.5``). When the last number-like token is anything else (``1_000``, ``1,5``, ``0x10``, ``1.2eV``,
+non-ASCII digits, ``nan``, ``inf``) the value is NaN, not an earlier number. A non-zero exit, a
+timeout or output without a number gives NaN for that structure; the batch goes on.
 The command runs in its own session: on timeout its whole process group is killed, grandchildren
 included.
 """
@@ -27,6 +29,10 @@ from matinvent.oracles.base import Oracle, log
 
 FORMATS = ("cif", "extxyz")
 NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII only, by construction
+# tokens: split at whitespace, = : ; ! ? | brackets, quotes, and at commas not followed by a digit ("1,5" stays one)
+_TOKEN_SEP = re.compile(r"[\s=:;!?|()\[\]{}<>\"'`]+|,(?!\d)")
+_STARTS_LIKE_NUMBER = re.compile(r"[+-]?\.?\d")  # a digit of any script, after an optional sign and/or point
+_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 
 def parse_number(text: str) -> float | None:
@@ -39,6 +45,23 @@ def parse_number(text: str) -> float | None:
         return None
     value = float(text)
     return value if math.isfinite(value) else None  # 1e999 overflows to inf
+
+
+def last_number(text: str) -> float | None:
+    """The last number printed in ``text`` (a program's stdout), or ``None``.
+
+    ``text`` is split into tokens at whitespace, ``= : ; ! ? |``, brackets, quotes and commas not
+    followed by a digit; one trailing ``.`` of a token (end of a sentence) is dropped. The last token
+    that starts like a number (a digit of any script, after an optional sign or point, or
+    ``nan``/``inf``) must be an ASCII decimal or scientific number (:func:`parse_number`), else the
+    answer is ``None``: a malformed final value never falls back to an earlier number.
+    """
+    for token in reversed(_TOKEN_SEP.split(text)):
+        if token.endswith(".") and not NUMBER.fullmatch(token):
+            token = token[:-1]
+        if _STARTS_LIKE_NUMBER.match(token) or _NON_FINITE.fullmatch(token):
+            return parse_number(token)
+    return None
 
 
 def command_argv(command: Any) -> list[str]:
@@ -113,10 +136,9 @@ class CommandOracle(Oracle):
         if code != 0:
             log.warning("oracle '%s': exit code %d: %s", self.name, code, stderr.strip()[-300:])
             return math.nan
-        lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
-        value = parse_number(lines[-1]) if lines else None
+        value = last_number(stdout)
         if value is None:
-            log.warning("oracle '%s': output is not a finite ASCII number: %r", self.name, stdout[-200:])
+            log.warning("oracle '%s': output ends in no finite ASCII number: %r", self.name, stdout[-200:])
             return math.nan
         return value
 
