@@ -7,6 +7,7 @@ which is exact to double precision for σ ≤ 0.5 with the default of 3 images.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -55,12 +56,19 @@ def wrapped_normal_score_norm(
 ) -> torch.Tensor:
     """Monte-Carlo estimate of E_x[ score(x)² ] per coordinate for x ~ N_W(0, σ²), one per σ.
 
-    Used as the λ_t⁻¹ normalisation of wrapped-normal score matching (DiffCSP).
+    Used as the λ_t⁻¹ normalisation of wrapped-normal score matching (DiffCSP). Deterministic, so
+    computed once per process for a given schedule (building a model costs seconds otherwise).
     """
+    key = tuple(sigmas.detach().to(torch.float64).cpu().tolist())
+    return _score_norm(key, n_samples, seed, n_images).clone()
+
+
+@lru_cache(maxsize=8)
+def _score_norm(sigmas: tuple[float, ...], n_samples: int, seed: int, n_images: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     eps = torch.randn(n_samples, generator=gen, dtype=torch.float64)
     out = torch.empty(len(sigmas), dtype=torch.float64)
-    for i, s in enumerate(sigmas.to(torch.float64)):
+    for i, s in enumerate(torch.tensor(sigmas, dtype=torch.float64)):
         x = wrap(s * eps)
         out[i] = (wrapped_normal_score(x, torch.zeros_like(x), s, n_images) ** 2).mean()
     return out
