@@ -16,7 +16,8 @@ from pymatgen.core import Lattice, Structure
 
 from matinvent import report
 from matinvent.memory import CrystalRecord, Memory
-from matinvent.report import parse_windows, top_candidates, write_report
+from matinvent.report import load_run, target_windows, top_candidates, write_report
+from matinvent.report_plots import band
 
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -55,7 +56,7 @@ ROWS_A = [
 ]
 
 
-def _make_run(root: Path, name: str, method: str, seed: int, rows, props, cifs, summary: dict) -> Path:
+def _make_run(root: Path, name: str, method: str, seed: int, rows, props, cifs, summary: dict, targets=None) -> Path:
     run = root / name
     run.mkdir()
     mem = Memory(run / "memory.sqlite", props)
@@ -96,6 +97,10 @@ def _make_run(root: Path, name: str, method: str, seed: int, rows, props, cifs, 
     pd.DataFrame(out).to_csv(run / "metrics.csv", index=False)
     base = {"method": method, "seed": seed, "properties": list(props), "prior": "mp20_small", "budget": 100}
     (run / "summary.json").write_text(json.dumps(base | summary))
+    if targets is not None:  # as optimize writes it: the task definition with the windows as numbers
+        definition = {"reduce": "min", "targets": targets, "oracles": {}}
+        info = {"task": summary["task"], "method": method, "seed": seed, "run_id": name, "config": {}}
+        (run / "run.json").write_text(json.dumps(info | {"task_definition": definition}))
     return run
 
 
@@ -147,6 +152,7 @@ def runs(tmp_path, cifs) -> tuple[Path, Path]:
             "iterations": 2,
             "wall_s": 3600.0,
         },
+        targets=TARGETS_B,
     )
     return a, b
 
@@ -165,11 +171,46 @@ def _section(md: str, run: str) -> str:
     return m.group(0)
 
 
-def test_parse_windows():
-    w = parse_windows("band_gap 3 ± 0.25 eV; formation_energy < -2.5 eV/atom; bulk_modulus > 1e2; junk")
+TARGETS_B = [
+    {"prop": "band_gap", "kind": "range", "center": 3.0, "tolerance": 0.25, "threshold": None, "ramp": 3.0},
+    {"prop": "formation_energy", "kind": "below", "center": None, "tolerance": None, "threshold": -2.5, "ramp": 1.0},
+]
+
+
+def test_target_windows_from_numbers():
+    targets = [*TARGETS_B, {"prop": "bulk_modulus", "kind": "above", "threshold": 100}]
+    w = target_windows({"reduce": "min", "targets": targets})
     assert w == {"band_gap": (2.75, 3.25), "formation_energy": (-math.inf, -2.5), "bulk_modulus": (100.0, math.inf)}
-    assert parse_windows(["hhi ≤ 1250", "density 5 +/- 1"]) == {"hhi": (-math.inf, 1250.0), "density": (4.0, 6.0)}
-    assert parse_windows(None) == {} and parse_windows("nonsense") == {}
+    assert target_windows(None) == {} and target_windows({"reduce": "min"}) == {}
+    with pytest.raises(ValueError, match=r"x/run\.json: task_definition\.targets\[0\]\.center must be a number"):
+        target_windows(
+            {"targets": [{"prop": "band_gap", "kind": "range", "center": "3", "tolerance": 1}]}, "x/run.json"
+        )
+    with pytest.raises(ValueError, match=r"targets\[0\]\.kind must be"):
+        target_windows({"targets": [{"prop": "band_gap", "kind": "between"}]})
+
+
+def test_windows_and_units_come_from_run_json(runs):
+    _, b = runs
+    run = load_run(b)  # run.json holds the numbers; summary.json's text is not parsed
+    assert run.windows == {"band_gap": (2.75, 3.25), "formation_energy": (-math.inf, -2.5)}
+    assert run.units == {"band_gap": "eV", "formation_energy": "eV/atom"}
+    (b / "run.json").unlink()  # an older folder without a task definition still reads, without numeric windows
+    legacy = load_run(b)
+    assert legacy.windows == {} and legacy.summary["windows"] == "band_gap 3 ± 0.25; formation_energy < -2.5"
+    (b / "run.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"runB/run\.json: not valid JSON"):
+        load_run(b)
+
+
+def test_bands_never_leave_the_physical_range():
+    mean, std = [0.1, 0.5, 0.95, 2.0], [0.3, 0.1, 0.2, 1.0]
+    lo, hi = band("reward", mean, std)
+    assert lo.min() >= 0.0 and hi.max() <= 1.0 and lo[1] == pytest.approx(0.4) and hi[1] == pytest.approx(0.6)
+    lo, hi = band("band_gap", mean, std)
+    assert lo[0] == 0.0 and hi[3] == pytest.approx(3.0)
+    lo, _ = band("formation_energy", [-0.1], [0.5])  # may be negative: not clipped
+    assert lo[0] == pytest.approx(-0.6)
 
 
 def test_report_two_runs(runs, tmp_path, cifs):

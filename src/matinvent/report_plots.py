@@ -1,7 +1,9 @@
 """The curves of a run report: reward, hits and each property against cumulative evaluations (PNG).
 
 Needs matplotlib (``pip install matinvent[plot]``); :func:`plot_runs` raises ``ImportError`` without it.
-Runs are coloured by method and dashed by seed; property windows are shaded.
+Runs are coloured by method and dashed by seed; property windows are shaded; axes carry the units.
+The ± std bands are clipped to each quantity's physical range (:func:`band`): the reward stays in
+[0, 1], band gaps, densities, moduli, HHI and E_hull never go below 0.
 """
 
 from __future__ import annotations
@@ -16,9 +18,34 @@ import numpy as np
 from matinvent.metrics import N_HITS
 
 if TYPE_CHECKING:
-    from matinvent.report import Run
+    from matinvent.report_runs import Run
 
 SAFE_PROP = re.compile(r"[^A-Za-z0-9_.-]+")  # property names in PNG file names
+X_LABEL = "oracle evaluations (cumulative)"
+REWARD_LABEL = "reward (dimensionless, 0–1)"
+HITS_LABEL = "distinct hit formulas (count)"
+# physical (low, high) of the quantities that have one; others are unbounded
+RANGES: dict[str, tuple[float, float]] = {
+    "reward": (0.0, 1.0),
+    "band_gap": (0.0, math.inf),
+    "density": (0.0, math.inf),
+    "hhi": (0.0, 10000.0),
+    "bulk_modulus": (0.0, math.inf),
+    "shear_modulus": (0.0, math.inf),
+    "e_above_hull": (0.0, math.inf),
+}
+
+
+def band(name: str, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean - std, mean + std)`` clipped to ``name``'s physical range (``RANGES``); NaN stays NaN."""
+    lo, hi = RANGES.get(name, (-math.inf, math.inf))
+    mean, std = np.asarray(mean, dtype=float), np.abs(np.asarray(std, dtype=float))
+    return np.clip(mean - std, lo, hi), np.clip(mean + std, lo, hi)
+
+
+def axis_label(name: str, unit: str) -> str:
+    """``"band_gap (eV)"``; a unitless property says so."""
+    return f"{name} ({unit})" if unit else f"{name} (no unit)"
 
 
 def _figure_class() -> Any:
@@ -72,7 +99,7 @@ def plot_runs(runs: list[Run], out_dir: Path) -> list[tuple[str, str]]:
     written: list[tuple[str, str]] = []
 
     def save(fig: Any, ax: Any, fname: str, title: str, ylabel: str) -> None:
-        ax.set_xlabel("oracle evaluations (cumulative)")
+        ax.set_xlabel(X_LABEL)
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -82,22 +109,21 @@ def plot_runs(runs: list[Run], out_dir: Path) -> list[tuple[str, str]]:
         fig.savefig(out_dir / fname, dpi=120)
         written.append((title, fname))
 
-    def band(ax: Any, i: int, run: Run, mean: str, std: str) -> bool:
-        c = run.curves
+    def curve(ax: Any, i: int, run: Run, name: str) -> bool:
+        c, mean, std = run.curves, f"{name}_mean", f"{name}_std"
         if mean not in c or c[mean].isna().all():
             return False
         x, y = c["evaluations"].to_numpy(float), c[mean].to_numpy(float)
         ax.plot(x, y, **style[i], marker="." if len(x) < 30 else None, label=run.label)
         if std in c:
-            s = c[std].to_numpy(float)
-            ax.fill_between(x, y - s, y + s, color=style[i]["color"], alpha=alpha, lw=0)
+            ax.fill_between(x, *band(name, y, c[std].to_numpy(float)), color=style[i]["color"], alpha=alpha, lw=0)
         return True
 
     fig = make(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
-    drawn = [band(ax, i, r, "reward_mean", "reward_std") for i, r in plotted]
+    drawn = [curve(ax, i, r, "reward") for i, r in plotted]
     if any(drawn):
-        save(fig, ax, "reward.png", "Mean reward per iteration (± std)", "reward")
+        save(fig, ax, "reward.png", "Mean reward per iteration (± std)", REWARD_LABEL)
 
     fig = make(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
@@ -108,19 +134,18 @@ def plot_runs(runs: list[Run], out_dir: Path) -> list[tuple[str, str]]:
     if ax.lines:
         if max(np.nanmax(line.get_ydata(), initial=0.0) for line in ax.lines) >= N_HITS / 2:
             ax.axhline(N_HITS, color="grey", ls="--", lw=0.8, label=f"{N_HITS} hits (Burden)")
-        save(fig, ax, "hits.png", "Distinct hits", "distinct hit formulas")
+        save(fig, ax, "hits.png", "Distinct hits", HITS_LABEL)
 
     props = list(dict.fromkeys(p for r in runs for p in r.properties))
     for prop in props:
         fig = make(figsize=(6.4, 4.0))
         ax = fig.add_subplot()
-        if not any([band(ax, i, r, f"{prop}_mean", f"{prop}_std") for i, r in plotted]):
+        if not any([curve(ax, i, r, prop) for i, r in plotted]):
             continue
         wins = list(dict.fromkeys(r.windows[prop] for r in runs if prop in r.windows))
         if wins:
             _shade(ax, wins)
-        save(fig, ax, f"property_{SAFE_PROP.sub('-', prop)}.png", f"{prop}: mean per iteration (± std)", prop)
+        unit = next((r.units[prop] for r in runs if r.units.get(prop)), "")
+        title = f"{prop}: mean per iteration (± std)"
+        save(fig, ax, f"property_{SAFE_PROP.sub('-', prop)}.png", title, axis_label(prop, unit))
     return written
-
-
-# ----------------------------------------------------------------------------------- markdown
