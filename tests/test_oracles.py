@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 import textwrap
 
@@ -91,6 +92,27 @@ def test_registry_builds_builtins_and_rejects_unknown_names():
     assert isinstance(get_oracle("density"), Density)
     with pytest.raises(OracleError, match="unknown oracle 'nope'.*density"):
         get_oracle("nope")
+
+
+def test_registry_metadata_is_the_classes_own():
+    from matinvent.oracles import builtin_oracles, oracle_unit
+    from matinvent.oracles.cgcnn import CGCNNBandGap
+
+    table = builtin_oracles()
+    assert set(table) == {"density", "hhi", "band_gap", "formation_energy", "bulk_modulus", "shear_modulus",
+                          "e_above_hull"}  # fmt: skip
+    for name, cls in table.items():
+        assert issubclass(cls, Oracle) and cls.name == name and cls.description, name
+    assert table["band_gap"] is CGCNNBandGap and oracle_unit("band_gap") == "eV" and oracle_unit("density") == "g/cm^3"
+    assert oracle_unit("e_above_hull") == "eV/atom" and oracle_unit("no_such_oracle") == ""
+
+
+def test_listing_the_oracles_loads_no_model():
+    code = (
+        "import sys\nfrom matinvent.oracles import builtin_oracles\nbuiltin_oracles()\n"
+        "heavy = [m for m in ('torch', 'sevenn', 'chgnet') if m in sys.modules]\nassert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def _script(tmp_path, body: str) -> str:

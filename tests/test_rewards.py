@@ -57,6 +57,7 @@ def test_multi_property_reduction_hits_and_failures(reduce):
 def test_shipped_tasks_are_the_papers():
     assert set(builtin_tasks()) == {
         "band_gap", "formation_energy", "bulk_modulus", "shear_modulus", "density", "hhi", "T1", "T2", "T3", "T4",
+        "band_gap_stable",  # ours, stability-aware (not a paper task)
     }  # fmt: skip
     windows = {n: load_task(n).window_text() for n in builtin_tasks()}
     assert windows["band_gap"] == "band_gap 3 ± 0.25"
@@ -65,6 +66,7 @@ def test_shipped_tasks_are_the_papers():
     assert windows["shear_modulus"] == "shear_modulus 80 ± 5"
     assert windows["density"] == "density 11 ± 0.5"
     assert windows["hhi"] == "hhi < 1250"
+    assert windows["band_gap_stable"] == "band_gap 3 ± 0.25; e_above_hull 0 ± 0.1"
     assert load_task("T4").properties == ["bulk_modulus", "formation_energy", "hhi"]
     assert load_task("T1").properties == ["band_gap", "formation_energy"]
 

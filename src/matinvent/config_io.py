@@ -206,5 +206,3 @@ def read_yaml(path: str | Path | None) -> Any:
     if path is None:
         return {}
     return load_yaml_file(path) or {}
-
-

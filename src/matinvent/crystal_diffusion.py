@@ -16,6 +16,9 @@
   function of the network output, so log-probs and KLs remain exact.
 - F: wrapped-normal score matching with a geometric σ schedule, sampled with a
   predictor–corrector scheme (Langevin corrector, reverse-SDE predictor; DiffCSP).
+- Chemical-space constraints (``set_constraints``) mask the N distribution and the type
+  categoricals inside the sampler; log-probs and KLs are those of the masked distributions
+  (:mod:`matinvent.type_constraints`).
 
 One reverse step M_t → M_{t_prev} is two Gaussian sub-steps:
 
@@ -34,20 +37,24 @@ step to t = 0, except the masked types' final decision) are deterministic and ad
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as Fn
 
 from matinvent import masked_types as mt
+from matinvent import type_constraints as tc
 from matinvent.batch import CrystalBatch, batch_index, scatter_sum
+from matinvent.components import COMPONENTS
+from matinvent.config_io import ConfigError
+from matinvent.constraints import ChemConstraints
+from matinvent.crystal_transitions import NoisedBatch, Trajectory, Transition, TransitionParams
 from matinvent.denoiser import CSPDenoiser, DenoiserConfig
 from matinvent.diffusion import (
     AbsorbingSchedule,
     CosineBetaSchedule,
     GeometricSigmaSchedule,
-    absorbing_kl,
     absorbing_log_prob,
     gaussian_kl_same_std,
     gaussian_log_prob,
@@ -82,70 +89,6 @@ class DiffusionConfig:
     absorbing_schedule: str = "linear"  # keep probability α_t of the masked type diffusion
 
 
-@dataclass
-class Transition:
-    """One sampled reverse step t → t_prev for a batch, with its transition parameters.
-
-    State at t: A (N, K), F (N, 3), L (B, 3, 3) (diffusion frame). Action: F_mid, then
-    (A_next, F_next, L_next). ``params`` holds the means and standard deviations used.
-    """
-
-    t: int
-    t_prev: int
-    A: torch.Tensor
-    F: torch.Tensor
-    L: torch.Tensor
-    F_mid: torch.Tensor
-    A_next: torch.Tensor
-    F_next: torch.Tensor
-    L_next: torch.Tensor
-    params: TransitionParams | None = None  # the sampler's; None for transitions rebuilt from storage
-
-
-@dataclass
-class TransitionParams:
-    """Means/stds of the corrector (F) and predictor (F, L, A) sub-steps; stds are scalars."""
-
-    mean_F_corr: torch.Tensor
-    std_F_corr: float
-    mean_F: torch.Tensor
-    std_F: float
-    mean_L: torch.Tensor
-    std_L: float
-    mean_A: torch.Tensor | None = None  # Gaussian types
-    std_A: float = 0.0
-    logp_A: torch.Tensor | None = None  # masked types: (N, K) log p̂(x_0), the mask state at t, u
-    masked_A: torch.Tensor | None = None
-    unmask_A: float = 0.0
-
-
-@dataclass
-class NoisedBatch:
-    """Forward-noised training inputs at times t (B,) and their regression targets."""
-
-    t: torch.Tensor
-    A_t: torch.Tensor
-    F_t: torch.Tensor
-    L_t: torch.Tensor
-    eps_L: torch.Tensor
-    eps_A: torch.Tensor | None  # Gaussian types only
-    target_F: torch.Tensor
-    Z: torch.Tensor
-    batch: torch.Tensor
-    num_atoms: torch.Tensor
-    type_masked: torch.Tensor | None = None  # masked type diffusion: (N,) atoms masked at t
-
-
-@dataclass
-class Trajectory:
-    """A batch of sampled crystals with every reverse step that produced them."""
-
-    num_atoms: torch.Tensor
-    batch: torch.Tensor
-    transitions: list[Transition] = field(default_factory=list)
-    final: CrystalBatch | None = None
-
-
 class CrystalDiffusion(nn.Module):
     """The prior: a denoiser plus the schedules that turn it into a generative model."""
 
@@ -165,6 +108,7 @@ class CrystalDiffusion(nn.Module):
         self.register_buffer("sigma_norm", wrapped_normal_score_norm(self.sigma.sigmas[1:]))
         self.register_buffer("natoms_prob", torch.ones(diffusion_config.max_atoms + 1, dtype=torch.float64))
         self.natoms_prob[0] = 0.0
+        self.constraint: tc.TypeConstraint | None = None  # chemical-space masks (set_constraints)
 
     @property
     def n_types(self) -> int:
@@ -186,6 +130,18 @@ class CrystalDiffusion(nn.Module):
             raise ValueError("atom-count histogram is empty")
         self.natoms_prob.copy_(prob / prob.sum())
 
+    def set_constraints(self, constraints: ChemConstraints | None, source: str = "the prior") -> None:
+        """Sample (and score transitions) under ``constraints`` (:mod:`matinvent.type_constraints`); None: free."""
+        self.constraint = None
+        if constraints is None or not constraints.active:
+            return
+        if not self.masked_types and self.config.type_prediction != "x0":
+            raise ConfigError(
+                f"{source} predicts ε of its Gaussian atom types (type_prediction: eps): it has no type logits "
+                "to mask, so chemical-space constraints need a prior with type_prediction x0 or masked types"
+            )
+        self.constraint = tc.TypeConstraint.build(constraints, self.n_types, self.natoms_prob, source)
+
     def _score(self, F_out: torch.Tensor, t: int) -> torch.Tensor:
         """Network output (normalised score) → score estimate at time t."""
         return F_out * self.sigma_norm[t - 1].to(F_out.dtype).sqrt()
@@ -204,6 +160,8 @@ class CrystalDiffusion(nn.Module):
             return (eps_L, s_F, type_out, None) if return_type_logits else (eps_L, s_F, type_out)
         ab = self.beta.alphas_cumprod.to(A.device, A.dtype)[t][batch].view(-1, 1)
         logits = type_out + ab.sqrt() / (1 - ab) * A
+        if self.constraint is not None:  # x̂0 over the allowed elements only
+            logits = logits.masked_fill(~self.constraint.allowed.to(A.device), -torch.inf)
         eps_A = (A - ab.sqrt() * torch.softmax(logits, dim=-1)) / (1 - ab).sqrt()
         return (eps_L, s_F, eps_A, logits) if return_type_logits else (eps_L, s_F, eps_A)
 
@@ -322,10 +280,20 @@ class CrystalDiffusion(nn.Module):
         """Recompute a stored transition's means/stds under this model (differentiable)."""
         mean_c, std_c = self.corrector_params(tr.A, tr.F, tr.L, tr.t, batch, num_atoms)
         *pred, types = self.predictor_params(tr.A, tr.F_mid, tr.L, tr.t, tr.t_prev, batch, num_atoms)
+        if self.masked_types and self.constraint is not None:
+            types["allowed_A"] = self.constraint.step_masks(tr.A, tr.A_next, batch, num_atoms, self.n_types)
         return TransitionParams(mean_c, std_c, *pred, **types)
 
     def sample_num_atoms(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.multinomial(self.natoms_prob.float().cpu(), n, replacement=True, generator=generator)
+        """``n`` atom counts from the histogram (restricted to the constraint's counts when set)."""
+        prob = self.natoms_prob if self.constraint is None else self.constraint.natoms_prob(self.natoms_prob)
+        return torch.multinomial(prob.float().cpu(), n, replacement=True, generator=generator)
+
+    def decode_types(self, A: torch.Tensor, batch: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
+        """(N,) atomic numbers of a final type state A (argmax; Gaussian types under the constraint's rules)."""
+        if self.constraint is None or self.masked_types:
+            return A[:, : self.n_types].argmax(dim=-1) + 1  # masked types: the mask column is empty at the end
+        return self.constraint.decode(A[:, : self.n_types], batch, num_atoms)
 
     @torch.no_grad()
     def sample(
@@ -347,6 +315,8 @@ class CrystalDiffusion(nn.Module):
         dtype = next(self.parameters()).dtype
         if num_atoms is None:
             num_atoms = self.sample_num_atoms(n, generator)
+        elif self.constraint is not None:
+            self.constraint.check_natoms(num_atoms)
         num_atoms = num_atoms.to(dev)
         batch = batch_index(num_atoms)
         N = int(num_atoms.sum())
@@ -366,7 +336,10 @@ class CrystalDiffusion(nn.Module):
             mean_F, std_F, mean_L, std_L, types = self.predictor_params(A, F_mid, L, t, t_prev, batch, num_atoms)
             F_next = wrap(mean_F + std_F * randn(N, 3))
             L_next = mean_L + std_L * randn(n, 3, 3)
-            if self.masked_types:
+            if self.masked_types and self.constraint is not None:
+                args = (A, types["logp_A"], types["unmask_A"], self.n_types, batch, num_atoms, generator)
+                A_next, types["allowed_A"] = self.constraint.sample_step(*args)
+            elif self.masked_types:
                 A_next = mt.sample_step(A, types["logp_A"], types["unmask_A"], self.n_types, generator)
             else:
                 A_next = types["mean_A"] + types["std_A"] * randn(N, self.n_types)
@@ -376,7 +349,7 @@ class CrystalDiffusion(nn.Module):
             A, F, L = A_next, F_next, L_next
             if progress is not None:
                 progress(1)
-        Z = A[:, : self.n_types].argmax(dim=-1) + 1
+        Z = self.decode_types(A, batch, num_atoms)
         L_out = L * self._lattice_scale(num_atoms, dtype)
         traj.final = CrystalBatch(Z=Z, F=F, L=L_out, batch=batch, num_atoms=num_atoms)
         return traj
@@ -384,9 +357,6 @@ class CrystalDiffusion(nn.Module):
 
 def _per_crystal(x: torch.Tensor, batch: torch.Tensor, B: int) -> torch.Tensor:
     return scatter_sum(x.flatten(1).sum(-1), batch, B)
-
-
-COMPONENTS = ("F_corr", "F", "L", "A")  # stochastic parts of a transition: F corrector, F predictor, lattice, types
 
 
 def log_prob_terms(p: TransitionParams, tr: Transition, batch: torch.Tensor, B: int) -> dict[str, torch.Tensor]:
@@ -402,7 +372,8 @@ def log_prob_terms(p: TransitionParams, tr: Transition, batch: torch.Tensor, B: 
     if p.std_A > 0:
         terms["A"] = _per_crystal(gaussian_log_prob(tr.A_next, p.mean_A, p.std_A), batch, B)
     if p.logp_A is not None:
-        lp = absorbing_log_prob(tr.A_next.argmax(-1), p.logp_A, p.masked_A, p.unmask_A)
+        logp_A = tc.masked_log_probs(p.logp_A, p.allowed_A)  # renormalised over the allowed elements
+        lp = absorbing_log_prob(tr.A_next.argmax(-1), logp_A, p.masked_A, p.unmask_A)
         terms["A"] = scatter_sum(lp, batch, B)
     return terms
 
@@ -422,7 +393,8 @@ def kl_terms(p: TransitionParams, q: TransitionParams, batch: torch.Tensor, B: i
     if p.std_A > 0:
         terms["A"] = _per_crystal(gaussian_kl_same_std(p.mean_A, q.mean_A, p.std_A), batch, B)
     if p.logp_A is not None:
-        terms["A"] = scatter_sum(absorbing_kl(p.logp_A, q.logp_A, p.masked_A, p.unmask_A), batch, B)
+        kl = tc.absorbing_kl_masked(p.logp_A, q.logp_A, p.masked_A, p.unmask_A, p.allowed_A)
+        terms["A"] = scatter_sum(kl, batch, B)
     return terms
 
 

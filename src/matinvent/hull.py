@@ -5,7 +5,8 @@ The hull shipped with the package (``matinvent/data/mp20_hull_entries.csv.gz``, 
 properties we have (val split + 1,000 train rows). Energies are Materials Project formation
 energies per atom (GGA/GGA+U with the MP2020 corrections), so a generated crystal must be put
 on the same scale: :meth:`matinvent.oracles.mlip.MLIPRelaxer.formation_energy` does that for
-SevenNet-0 (MP2020-corrected energy vs MP elemental references).
+SevenNet-0 (MP2020-corrected energy vs MP elemental references), and the ``e_above_hull`` oracle
+(:class:`matinvent.oracles.mlip.MLIPEnergyAboveHull`) compares it with this hull.
 
 Hull file format (CSV, optionally gzipped; one header line):
 

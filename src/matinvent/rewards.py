@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from matinvent.config import ConfigError, as_number, load_yaml_file
+from matinvent.config_io import ConfigError, as_number, load_yaml_file
+from matinvent.constraints import ChemConstraints
 
 TARGET_KINDS = ("range", "below", "above")
 REDUCTIONS = ("min", "mean", "weighted")
@@ -81,6 +82,7 @@ class Task:
     description: str = ""
     oracles: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
+    constraints: ChemConstraints | None = None  # chemical space the sampler keeps to (matinvent.constraints)
 
     @property
     def properties(self) -> list[str]:
@@ -199,11 +201,18 @@ def _command_oracle(name: str, spec: Any, src: str) -> dict[str, Any]:
     return out
 
 
+def _constraints(spec: Any, src: str) -> ChemConstraints | None:
+    try:
+        return ChemConstraints.from_dict(spec) if spec is not None else None
+    except ConfigError as exc:
+        raise ConfigError(f"task file {src}: key 'constraints': {exc}") from exc
+
+
 def task_from_dict(data: Any, src: str = "<dict>") -> Task:
     """Validate a task mapping; every error names the offending key."""
     if not isinstance(data, dict):
         raise ConfigError(f"task file {src}: must be a mapping with 'name' and 'properties'")
-    allowed = {"name", "description", "reduce", "properties", "oracles"}
+    allowed = {"name", "description", "reduce", "properties", "oracles", "constraints"}
     for k in data:
         if k not in allowed:
             raise ConfigError(f"task file {src}: unknown key '{k}' (known: {', '.join(sorted(allowed))})")
@@ -226,6 +235,7 @@ def task_from_dict(data: Any, src: str = "<dict>") -> Task:
         description=str(data.get("description", "")),
         oracles={str(k): _command_oracle(str(k), v, src) for k, v in oracles.items()},
         source=src,
+        constraints=_constraints(data.get("constraints"), src),
     )
 
 

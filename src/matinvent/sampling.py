@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from matinvent.constraints import ChemConstraints
 from matinvent.crystal import Crystal, write_extxyz
 from matinvent.crystal_diffusion import CrystalDiffusion
 from matinvent.diffusion import respaced_timesteps
@@ -20,19 +23,37 @@ def sample_crystals(
     steps: int | None = None,
     batch_size: int = 256,
     progress: bool = True,
+    constraints: ChemConstraints | None = None,
 ) -> list[Crystal | None]:
-    """``n`` crystals, reproducible for a given (seed, steps, batch_size); ``None`` where degenerate."""
+    """``n`` crystals, reproducible for a given (seed, steps, batch_size); ``None`` where degenerate.
+
+    ``constraints`` are enforced inside the sampler (every crystal satisfies them); ``None`` keeps
+    whatever ``model.set_constraints`` set (normally nothing).
+    """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     gen = torch.Generator().manual_seed(seed)
     n_steps = len(respaced_timesteps(model.config.timesteps, steps or model.config.sample_steps))
     out: list[Crystal | None] = []
-    with tqdm(total=n * n_steps, desc="sampling", unit="step·crystal", disable=not progress, unit_scale=True) as bar:
+    bar = tqdm(total=n * n_steps, desc="sampling", unit="step·crystal", disable=not progress, unit_scale=True)
+    with constrained(model, constraints), bar:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             traj = model.sample(b, generator=gen, steps=steps, progress=lambda k, b=b: bar.update(k * b))
             out.extend(traj.final.to_crystals(strict=False))
     return out
+
+
+@contextmanager
+def constrained(model: CrystalDiffusion, constraints: ChemConstraints | None) -> Iterator[CrystalDiffusion]:
+    """``model`` under ``constraints`` inside the block (``None``: as it is); its own setting restored after."""
+    before = model.constraint
+    if constraints is not None:
+        model.set_constraints(constraints)
+    try:
+        yield model
+    finally:
+        model.constraint = before
 
 
 def write_samples(

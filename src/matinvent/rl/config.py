@@ -7,8 +7,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from matinvent.config import Bounds, ConfigError, from_dict, read_yaml
-from matinvent.crystal_diffusion import COMPONENTS
+from matinvent.components import COMPONENTS
+from matinvent.config_io import Bounds, ConfigError, from_dict, read_yaml
+from matinvent.constraints import ChemConstraints
+from matinvent.executor import EXECUTORS
 from matinvent.validity import GATE_ALIASES, GATES
 
 METHODS = ("matinvent", "reinforce", "hill-climb", "prior", "weighted-denoising")
@@ -78,9 +80,21 @@ class RLConfig:
     device: str = "cpu"
     threads: int = 0
     oracle_timeout_s: float | None = None  # limit (s) per structure and oracle call, in a worker (None = in-process)
+    # where oracle calls run: local (in-process; worker processes with oracle_timeout_s) | dask (one task per
+    # structure on the Dask scheduler at `scheduler`, tcp://host:port, else on a LocalCluster of `workers` processes)
+    executor: str = "local"
+    scheduler: str | None = None
+    workers: int | None = None  # worker processes (local: null = in-process or 1 with oracle_timeout_s; dask: 2)
+    # mlip: relax each crystal once with SevenNet-0 and score every property on the relaxed structure (the MLIP's
+    # formation_energy / moduli / e_above_hull in place of CGCNN's); null: score the generated structures
+    relax: str | None = None
+    relax_max_steps: int = 200  # FIRE steps of that relaxation (FrechetCellFilter, fmax 0.05 eV/Å)
     recheck_n: int = 20  # at the end, relax up to this many distinct hits (random subset) and re-score them (0 = off)
     n_hits: int = 100  # Burden's n
     diversity_budget: int = 3000  # Diversity ratio's b
+    # chemical-space constraints enforced inside the sampler (matinvent.constraints: elements, exclude, chemsys,
+    # max_elements, natoms, preset); stored canonically, so --resume recomputes under the same masks
+    constraints: dict[str, Any] = field(default_factory=lambda: ChemConstraints().to_dict())
 
 
 # Bounds of every numeric key (sanity limits, not tuning advice); validate() also checks the choices and
@@ -111,7 +125,9 @@ BOUNDS: dict[str, Bounds] = {
     "wd_epochs": Bounds(1, 1000),
     "wd_prior_weight": Bounds(0, 1000),
     "threads": Bounds(0, 1024),
+    "workers": Bounds(1, 4096),
     "recheck_n": Bounds(0, 100_000),
+    "relax_max_steps": Bounds(1, 100_000),
     "n_hits": Bounds(1, 1_000_000),
     "diversity_budget": Bounds(1, 1_000_000_000),
 }
@@ -151,6 +167,20 @@ def validate(cfg: RLConfig) -> RLConfig:
     _one_of(cfg, "logp_reduce", REDUCE)
     _one_of(cfg, "replay_pg", REPLAY_PG)
     _one_of(cfg, "validity", VALIDITY)
+    _one_of(cfg, "executor", EXECUTORS)
+    if cfg.scheduler is not None and (cfg.executor != "dask" or "://" not in str(cfg.scheduler)):
+        raise ConfigError(
+            f"config key 'scheduler' must be null or a Dask address like tcp://host:8786 (with executor: dask), "
+            f"got {cfg.scheduler!r} (executor: {cfg.executor})"
+        )
+    if cfg.workers is not None and cfg.scheduler is not None:
+        raise ConfigError("config key 'workers' sizes a local Dask cluster; the one at 'scheduler' has its own")
+    if cfg.relax not in (None, "mlip"):
+        raise ConfigError(f"config key 'relax' must be null or mlip, got {cfg.relax!r}")
+    try:
+        cfg.constraints = ChemConstraints.from_dict(cfg.constraints).to_dict()
+    except ConfigError as exc:
+        raise ConfigError(f"config key 'constraints': {exc}") from exc
     return cfg
 
 

@@ -6,6 +6,8 @@
   passed, and compared on ``--resume`` (:mod:`matinvent.rl.run_folder`);
 - ``.lock``          — held by the running process (:mod:`matinvent.run_lock`): one run per folder;
 - ``memory.sqlite``  — every sampled crystal, committed per batch as soon as it is scored;
+- ``oracle_cache.sqlite`` — every oracle result, committed the moment it arrives (so a kill in the
+  middle of a batch loses none; timeouts and lost workers are not kept, and are retried);
 - ``checkpoint.pt``  — agent + optimiser, RNG states, diversity counts, replay index, metrics,
   written atomically after every iteration (loaded with ``weights_only=True``);
 - ``replay/``        — trajectories of the replay buffer's crystals;
@@ -14,7 +16,9 @@
 
 A run killed at any point resumes exactly: the checkpoint restores iteration k's starting state,
 the same crystals are sampled again, and rows already in memory for that iteration are reused
-instead of calling the oracles again.
+instead of calling the oracles again; within a batch killed half-way, the oracle cache serves the
+finished structures. The oracles run in-process, in local workers or on Dask (``executor``,
+``scheduler``, ``workers``; :func:`matinvent.executor.make_executor`).
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ from tqdm import tqdm
 from matinvent.checkpoint import load_prior, resolve_checkpoint, save_prior
 from matinvent.config import MAX_SEED, ConfigError
 from matinvent.config import to_dict as config_to_dict
+from matinvent.constraints import merged_constraints
 from matinvent.crystal import Crystal
 from matinvent.diffusion import respaced_timesteps
+from matinvent.executor import make_executor
 from matinvent.rewards import Task, load_task
 from matinvent.rl.config import RLConfig, validate
 from matinvent.rl.methods import METHOD_CLASSES
@@ -56,12 +62,14 @@ from matinvent.rl.run_folder import (
     truncate_metrics,
     write_json,
 )
+from matinvent.rl.tensorboard import TensorBoardLogger
 from matinvent.rl.trainer import MEMORY, RLTrainer
 from matinvent.run_lock import RunLock
 from matinvent.scoring import Scorer
 from matinvent.validity import gate_flags
 
 SUMMARY = "summary.json"
+ORACLE_CACHE = "oracle_cache.sqlite"  # every oracle result, committed as it arrives (matinvent.oracle_cache)
 MAX_EMPTY_ITERATIONS = 10  # consecutive iterations without a valid crystal before a run gives up
 MAX_BUDGET = 1_000_000_000  # oracle evaluations
 
@@ -93,18 +101,21 @@ def optimize(
     progress: bool = True,
     max_iterations: int | None = None,
     callback: Callable[[str, int], None] | None = None,
+    tensorboard: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) an optimisation until ``budget`` oracle evaluations; returns the summary.
 
     ``scorer`` replaces the task's oracles (tests, custom pipelines); ``callback(event, iteration)``
     is called with ``"scored"`` after each batch is committed to memory and ``"checkpoint"`` after
-    each checkpoint. Everything is checked before ``run.json`` is written; the run holds ``out``'s
+    each checkpoint; ``tensorboard``: also log each metrics row there (:mod:`matinvent.rl.tensorboard`).
+    Everything is checked before ``run.json`` is written; the run holds ``out``'s
     lock (:mod:`matinvent.run_lock`) throughout, so a second process on ``out`` fails at once.
     """
     # ---- validate everything before touching the run folder -----------------------------------
     check_method(method)
     task = task if isinstance(task, Task) else load_task(task)
     cfg = validate(copy.deepcopy(cfg) if cfg is not None else RLConfig())
+    cfg.constraints = merged_constraints(task.constraints, cfg.constraints).to_dict()  # both hold; run.json keeps them
     _check_int("budget", budget, 1, MAX_BUDGET)
     _check_int("seed", seed, 0, MAX_SEED)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -116,10 +127,16 @@ def optimize(
     n_steps = len(respaced_timesteps(prior.config.timesteps, cfg.sample_steps or prior.config.sample_steps))
     if cfg.skip_last >= n_steps:
         raise ConfigError(f"config key 'skip_last' ({cfg.skip_last}) must be < the {n_steps} sampler steps")
+    tb = TensorBoardLogger(tensorboard) if tensorboard is not None else None  # not installed: fails here
     own_scorer = scorer is None  # hits are re-checked with the task's oracles only when they scored the run
     if scorer is None:
         # each call below overrides its gate: the loop gates with cfg.validity itself
-        scorer = Scorer(task, timeout_s=cfg.oracle_timeout_s)
+        relax_kw = {"max_steps": cfg.relax_max_steps} if cfg.relax else {}  # one relaxation serves every property
+        executor = make_executor(cfg.executor, cfg.scheduler, cfg.workers, cfg.oracle_timeout_s)  # started lazily
+        cache = Path(out) / ORACLE_CACHE  # created at the first oracle result: a failed start leaves no file
+        scorer = Scorer(
+            task, relax=cfg.relax, timeout_s=cfg.oracle_timeout_s, executor=executor, cache=cache, **relax_kw
+        )
     run_info = {
         "task": task.name,
         "method": method,
@@ -137,8 +154,9 @@ def optimize(
     try:
         with RunLock(out):
             trainer = _start(out, run_info, resume, cfg, task, scorer, prior, method, seed)
-            _run(trainer, out, budget, max_iterations, progress, callback)
+            _run(trainer, out, budget, max_iterations, progress, callback, tb)
             info = {"fine_tuned_from": str(prior_path), "task": task.name, "method": method}
+            info["trained_under_constraints"] = cfg.constraints  # sample it with the same flags to stay inside
             save_prior(trainer.fine_tuned(), out / "agent", info)
             summary = {k: run_info[k] for k in ("task", "method", "seed", "budget", "prior", "windows", "properties")}
             summary.update(trainer.metrics.summary())
@@ -153,6 +171,8 @@ def optimize(
             if summary["finished"] and cfg.recheck_n > 0 and trainer.metrics.hits > 0 and own_scorer:
                 summary["recheck"] = _recheck(out, task, cfg.recheck_n, seed, progress)
     finally:
+        if own_scorer:
+            scorer.close()  # its executor's workers (a Dask cluster) and the oracle cache
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a start that failed at once leaves no folder behind
     return summary
@@ -207,6 +227,7 @@ def _run(
     max_iterations: int | None,
     progress: bool,
     callback: Callable[[str, int], None] | None,
+    tb: TensorBoardLogger | None = None,
 ) -> None:
     """Iterate until the budget (or ``max_iterations``), checkpointing after each step."""
 
@@ -232,6 +253,8 @@ def _run(
             trainer.elapsed += seconds
             row.update({"seconds": round(seconds, 3), "elapsed": round(trainer.elapsed, 3)})
             append_metrics(out / METRICS, row)
+            if tb is not None:
+                tb.log(row)
             save_checkpoint()
             if callback is not None:
                 callback("checkpoint", trainer.iteration)
@@ -247,6 +270,8 @@ def _run(
     finally:
         bar.close()
         trainer.close()
+        if tb is not None:
+            tb.close()
 
 
 def _recheck(out: Path, task: Task, n_max: int, seed: int, progress: bool) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def trajectory_crystal(model: CrystalDiffusion, traj: CrystalTrajectory) -> Crys
     """The crystal at the end of a stored trajectory."""
     n = torch.tensor([traj.num_atoms])
     L = traj.L[-1] * model._lattice_scale(n, traj.L.dtype)[0]
-    Z = traj.A[-1][:, : model.n_types].argmax(-1) + 1  # masked types: the mask column is empty at the end
+    Z = model.decode_types(traj.A[-1], torch.zeros(traj.num_atoms, dtype=torch.long), n)  # as the sampler decodes
     return Crystal(Z=Z.numpy(), F=traj.F[-1].numpy(), L=L.numpy())
 
 

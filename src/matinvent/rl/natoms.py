@@ -1,9 +1,10 @@
 """The atom count N as the MDP's first action: a learnable categorical over 0..max_atoms.
 
-Its logits start at log of the prior's histogram; counts the prior never produced stay
-impossible (masked), so KL(agent ‖ prior) is exact and finite:
+Its logits start at log of the prior's histogram; counts the prior never produced, and counts a
+chemical-space constraint forbids (``allowed``), stay impossible (masked). Both the agent and the
+prior are renormalised over that support S, so KL(agent ‖ prior) is exact and finite:
 
-    KL = Σ_{n: q_n > 0} p_n (log p_n − log q_n).
+    KL = Σ_{n ∈ S} p_n (log p_n − log q_n),   q_n = q̃_n / Σ_{m ∈ S} q̃_m.
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ from torch import nn
 
 
 class NatomsPolicy(nn.Module):
-    def __init__(self, prior_prob: torch.Tensor) -> None:
+    """Categorical over 0..max_atoms on the support of ``prior_prob`` (index = N), within ``allowed`` (bool)."""
+
+    def __init__(self, prior_prob: torch.Tensor, allowed: torch.Tensor | None = None) -> None:
         super().__init__()
         q = prior_prob.detach().to(torch.float64)
-        q = q / q.sum()
         support = q > 0
+        if allowed is not None:
+            support &= allowed.to(support.device)
         if not support.any():
-            raise ValueError("the prior's atom-count histogram is empty")
+            raise ValueError(
+                f"the prior's atom-count histogram is empty{'' if allowed is None else ' on the allowed counts'}"
+            )
+        q = torch.where(support, q, torch.zeros_like(q))
+        q = q / q.sum()
         log_q = torch.where(support, q.log(), torch.full_like(q, -torch.inf))
         self.register_buffer("support", support)
         self.register_buffer("prior_logp", log_q.float())

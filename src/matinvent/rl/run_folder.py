@@ -28,7 +28,7 @@ from matinvent.rl.trajectories import CrystalTrajectory
 RUN_FILE = "run.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
-OPERATIONAL_KEYS = ("device", "threads", "recheck_n")  # config keys a resumed run may change
+OPERATIONAL_KEYS = ("device", "threads", "recheck_n", "executor", "scheduler", "workers")  # a resumed run may change these
 RUN_KEYS = ("task", "method", "seed", "run_id", "config")  # every run.json has them
 
 
@@ -58,7 +58,9 @@ def read_run_info(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: key 'config' must be a mapping and 'run_id' a string")
     # optional (older runs lack them), but never damaged
     if "task_definition" in info and not isinstance(info["task_definition"], dict):
-        raise ConfigError(f"{path}: key 'task_definition' must be a mapping, got {type(info['task_definition']).__name__}")
+        raise ConfigError(
+            f"{path}: key 'task_definition' must be a mapping, got {type(info['task_definition']).__name__}"
+        )
     if "windows" in info and not isinstance(info["windows"], str | dict):
         raise ConfigError(f"{path}: key 'windows' must be text, got {type(info['windows']).__name__}")
     return info

@@ -1,8 +1,9 @@
 """The RL trainer: one run's state and its sample → check → score → remember → filter → update step.
 
 ``RLTrainer(cfg, task, scorer, prior, method, seed, run_dir, run_id)`` owns the agent (a copy of
-the prior), the optimiser, the optional atom-count policy, the RNGs, the diversity filter, the
-replay buffer, the running metrics and the run's crystal memory. ``step(budget)`` runs one
+the prior; both sample and score transitions under the run's chemical-space constraints
+``cfg.constraints``), the optimiser, the optional atom-count policy, the RNGs, the diversity
+filter, the replay buffer, the running metrics and the run's crystal memory. ``step(budget)`` runs one
 iteration and returns its metrics row; ``state_dict()`` / ``load_state_dict()`` hold everything
 needed to continue exactly (tensors and JSON strings only, so ``torch.load(weights_only=True)``
 reads it). The methods of :mod:`matinvent.rl.methods` differ only in ``update``.
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from matinvent.constraints import ChemConstraints
 from matinvent.crystal import Crystal
 from matinvent.crystal_diffusion import CrystalDiffusion, Trajectory
 from matinvent.diffusion import respaced_timesteps
@@ -77,6 +79,8 @@ class RLTrainer:
         method_cls = METHOD_CLASSES[method]
         cfg = cfg if method_cls.stabilised else paper_loss(cfg)  # the baselines train with the paper's terms
         self.cfg, self.task, self.scorer, self.method, self.run_id = cfg, task, scorer, method, run_id
+        self.constraints = ChemConstraints.from_dict(cfg.constraints)
+        prior.set_constraints(self.constraints, source=f"prior '{cfg.prior}'")  # the agent (a copy) inherits them
         self.prior = prior
         for p in prior.parameters():
             p.requires_grad_(False)
@@ -84,7 +88,8 @@ class RLTrainer:
         for p in self.agent.parameters():
             p.requires_grad_(True)
         self.agent.eval()
-        self.natoms = NatomsPolicy(prior.natoms_prob).to(cfg.device) if cfg.natoms_action else None
+        allowed_n = prior.constraint.natoms if prior.constraint is not None else None
+        self.natoms = NatomsPolicy(prior.natoms_prob, allowed_n).to(cfg.device) if cfg.natoms_action else None
         self.opt = None
         if method_cls.trains:
             groups = [{"params": list(self.agent.parameters()), "lr": cfg.lr}]

@@ -1,0 +1,293 @@
+"""Relaxing structures with an MLIP (ASE ``FrechetCellFilter`` + FIRE/BFGS), cached per structure.
+
+:class:`MLIPRelaxer` relaxes each distinct structure once (keyed by
+:func:`matinvent.structure_hash.structure_key`) and keeps the :class:`Relaxed` result; every
+property (energy, formation energy, E_hull, moduli) is then read off that one relaxation and
+cached on it. Left-handed cells (det L < 0) are replaced by the same crystal with all three
+lattice vectors negated first (CHGNet returns a wrong-signed stress otherwise). A structure that
+cannot be handled (atoms closer than ``min_distance``, an element the model does not know, a
+non-finite energy, …) gets a :class:`Relaxed` with ``structure=None`` and NaN energy, and NaN
+from every property; the rest of the batch carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matinvent.oracles.base import StructureLike, as_structures
+from matinvent.oracles.mlip.calculators import MODELS, load_calculator, load_weights_only, model_spec, require_package
+from matinvent.structure_hash import structure_key
+
+log = logging.getLogger(__name__)
+
+
+def right_handed(structure: Any) -> Any:
+    """The same crystal on a right-handed cell: a left-handed lattice has all three vectors negated."""
+    from pymatgen.core import Lattice, Structure
+
+    matrix = structure.lattice.matrix
+    if np.linalg.det(matrix) >= 0:
+        return structure
+    return Structure(
+        Lattice(-matrix),
+        [site.species for site in structure],
+        -structure.frac_coords,  # same Cartesian positions: (−f)·(−L) = f·L
+        site_properties=structure.site_properties or None,
+    )
+
+
+@dataclass
+class Relaxed:
+    """One relaxation: the relaxed structure (None on failure), its energy (eV/atom, NaN on failure), status.
+
+    ``properties`` caches what was derived from it (``formation_energy`` eV/atom, ``bulk_modulus``
+    and ``shear_modulus`` GPa, ``elastic_tensor`` 6×6 Voigt GPa) so each is computed once.
+    """
+
+    structure: Any
+    energy_per_atom: float
+    converged: bool
+    steps: int
+    error: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.structure is not None and math.isfinite(self.energy_per_atom)
+
+
+class MLIPRelaxer:
+    """Relaxes structures with an MLIP and caches the result (and derived properties) per structure.
+
+    Args:
+        model: ``"sevennet-0"`` (alias ``"7net-0"``), ``"sevennet-l3i5"`` or ``"chgnet"``.
+        optimizer: ``"FIRE"`` or ``"BFGS"`` (ASE).
+        fmax: force convergence threshold, eV/Å (cell DOFs via ``FrechetCellFilter``).
+        max_steps: optimizer step limit for the full relaxation.
+        relax_cell: relax the cell as well as the positions.
+        device: torch device of the model.
+        eos_volume_range: relative volume span of the E(V) scan (0.05 = ±5 %).
+        eos_points: number of volumes in the E(V) scan.
+        strain: largest finite strain of the elastic-tensor fit.
+        strain_points: strains per Voigt component, 4 (±strain, ±strain/2, fitted slope) or 2 (±strain).
+        inner_steps: position-relaxation steps at fixed cell in the E(V) and strain calculations (0 = clamped ions).
+        min_distance: structures with two atoms closer than this (Å) fail without calling the model.
+        calculator: an ASE calculator to use instead of loading ``model``; ``model`` still names its
+            energy scale (a name not in :data:`MODELS` counts as already MP2020-corrected).
+        mp2020_correction: apply the MP2020 correction to the model energy for formation energies
+            (default: True for SevenNet models, False for CHGNet and unknown names).
+        checkpoint: a fine-tuned checkpoint file of ``model``'s architecture
+            (:func:`~matinvent.oracles.mlip.calculators.load_calculator`), instead of the pretrained weights;
+            checked at once (FileNotFoundError / ValueError), loaded on first use.
+    """
+
+    def __init__(
+        self,
+        model: str = "sevennet-0",
+        optimizer: str = "FIRE",
+        fmax: float = 0.05,
+        max_steps: int = 200,
+        relax_cell: bool = True,
+        device: str = "cpu",
+        eos_volume_range: float = 0.05,
+        eos_points: int = 7,
+        strain: float = 0.01,
+        strain_points: int = 4,
+        inner_steps: int = 50,
+        min_distance: float = 0.5,
+        calculator: Any = None,
+        mp2020_correction: bool | None = None,
+        checkpoint: str | Path | None = None,
+    ) -> None:
+        if optimizer.upper() not in ("FIRE", "BFGS"):
+            raise ValueError(f"optimizer must be 'FIRE' or 'BFGS', got {optimizer!r}")
+        if strain_points not in (2, 4):
+            raise ValueError(f"strain_points must be 2 or 4, got {strain_points}")
+        if int(max_steps) < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        key = model.lower()
+        if calculator is None:
+            require_package(model_spec(model).package, f"MLIP model {model!r}")
+        default_correction = MODELS[key].mp2020_correction if key in MODELS else False
+        self.model = model
+        self.optimizer = optimizer.upper()
+        self.fmax = float(fmax)
+        self.max_steps = int(max_steps)
+        self.relax_cell = bool(relax_cell)
+        self.device = device
+        self.eos_volume_range = float(eos_volume_range)
+        self.eos_points = int(eos_points)
+        self.strain = float(strain)
+        self.strain_points = int(strain_points)
+        self.inner_steps = int(inner_steps)
+        self.min_distance = float(min_distance)
+        self.mp2020_correction = default_correction if mp2020_correction is None else bool(mp2020_correction)
+        if checkpoint is not None and calculator is None:
+            load_weights_only(checkpoint)  # a missing or unsafe file fails here, not as NaN for every structure
+        self.checkpoint = checkpoint
+        self._calculator = calculator
+        self._cache: dict[str, Relaxed] = {}
+        self.n_relaxations = 0  # relaxations actually run (cache misses)
+
+    @property
+    def calculator(self) -> Any:
+        """The ASE calculator, loaded on first use."""
+        if self._calculator is None:
+            self._calculator = load_calculator(self.model, self.device, self.checkpoint)
+        return self._calculator
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # -- relaxation
+
+    def relax(self, structures: Sequence[StructureLike]) -> list[Relaxed]:
+        """One :class:`Relaxed` per structure (pymatgen ``Structure`` or ``Crystal``), cached by structure."""
+        out = []
+        for s in as_structures(list(structures)):
+            if s is None:
+                out.append(Relaxed(None, math.nan, False, 0, "structure could not be built"))
+                continue
+            try:
+                key = structure_key(s)
+            except Exception as exc:  # noqa: BLE001
+                out.append(Relaxed(None, math.nan, False, 0, f"{type(exc).__name__}: {exc}"))
+                continue
+            if key not in self._cache:
+                self._cache[key] = self._relax_one(s)
+            out.append(self._cache[key])
+        return out
+
+    def relaxed(self, structure: StructureLike) -> Relaxed:
+        """The (cached) relaxation of one structure."""
+        return self.relax([structure])[0]
+
+    def _relax_one(self, structure: Any) -> Relaxed:
+        self.n_relaxations += 1
+        try:
+            s = self._checked(structure)
+            atoms = self.atoms(s)
+            steps, converged = self.run_optimizer(atoms, self.max_steps, cell=self.relax_cell)
+            energy = float(atoms.get_potential_energy()) / len(atoms)
+            if not math.isfinite(energy):
+                raise ValueError("non-finite energy")
+            return Relaxed(self._to_structure(atoms, s), energy, converged, steps)
+        except Exception as exc:  # noqa: BLE001 - one failure never stops the batch
+            formula = getattr(getattr(structure, "composition", None), "reduced_formula", "?")
+            log.warning("MLIP relaxation of %s failed: %s: %s", formula, type(exc).__name__, exc)
+            return Relaxed(None, math.nan, False, 0, f"{type(exc).__name__}: {exc}")
+
+    def _checked(self, structure: Any) -> Any:
+        if not structure.is_ordered:
+            raise ValueError("disordered structure (partial occupancies)")
+        matrix = structure.lattice.matrix
+        if not (np.all(np.isfinite(matrix)) and np.all(np.isfinite(structure.frac_coords))):
+            raise ValueError("non-finite lattice or coordinates")
+        if abs(np.linalg.det(matrix)) < 1e-6:
+            raise ValueError("singular lattice")
+        s = right_handed(structure)
+        _, _, _, dists = s.get_neighbor_list(self.min_distance)
+        if len(dists):
+            raise ValueError(f"atoms closer than {self.min_distance} Å (min {float(np.min(dists)):.3g} Å)")
+        return s
+
+    def atoms(self, structure: Any) -> Any:
+        """ASE ``Atoms`` of a pymatgen structure with this relaxer's calculator attached."""
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        atoms = AseAtomsAdaptor.get_atoms(structure)
+        atoms.calc = self.calculator
+        return atoms
+
+    @staticmethod
+    def _to_structure(atoms: Any, like: Any) -> Any:
+        from pymatgen.core import Lattice, Structure
+
+        return Structure(Lattice(np.array(atoms.cell)), like.species, atoms.get_scaled_positions(wrap=True))
+
+    def run_optimizer(self, atoms: Any, steps: int, cell: bool) -> tuple[int, bool]:
+        """Relax ``atoms`` in place (positions, and the cell when ``cell``); (steps taken, converged)."""
+        from ase.optimize import BFGS, FIRE
+
+        target = atoms
+        if cell:
+            try:
+                from ase.filters import FrechetCellFilter as CellFilter
+            except ImportError:  # ase < 3.23
+                from ase.constraints import ExpCellFilter as CellFilter
+            target = CellFilter(atoms)
+        opt = (FIRE if self.optimizer == "FIRE" else BFGS)(target, logfile=None)
+        converged = bool(opt.run(fmax=self.fmax, steps=steps))
+        return int(opt.nsteps), converged
+
+    # -- properties of the relaxed structures (NaN where the relaxation or the property failed)
+
+    def _property(
+        self, structures: Sequence[StructureLike], name: str, compute: Callable[[Relaxed], float], cache: bool = True
+    ) -> np.ndarray:
+        out = np.full(len(structures), np.nan)
+        for i, r in enumerate(self.relax(structures)):
+            if not r.ok:
+                continue
+            if name in r.properties:
+                value = r.properties[name]
+            else:
+                try:
+                    value = float(compute(r))
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("MLIP %s of %s failed: %s", name, r.structure.composition.reduced_formula, exc)
+                    value = math.nan
+                if cache:
+                    r.properties[name] = value
+            out[i] = value if math.isfinite(value) else np.nan
+        return out
+
+    def energy_per_atom(self, structures: Sequence[StructureLike]) -> np.ndarray:
+        """Model energy of the relaxed structures, eV/atom (raw model scale)."""
+        return np.array([r.energy_per_atom for r in self.relax(structures)], dtype=np.float64)
+
+    def formation_energy(self, structures: Sequence[StructureLike]) -> np.ndarray:
+        """Formation energy of the relaxed structures vs the MP elemental references, eV/atom (MP2020 scale)."""
+        from matinvent.oracles.mlip.energies import relaxed_formation_energy
+
+        return self._property(structures, "formation_energy", lambda r: relaxed_formation_energy(r, self))
+
+    def e_above_hull(self, structures: Sequence[StructureLike], hull: Any = None) -> np.ndarray:
+        """Energy above the hull of the relaxed structures, eV/atom (``hull``: as :func:`matinvent.hull.e_above_hull`;
+        None = the shipped MP-20 hull). Not cached: it depends on the hull, and the formation energy it uses is."""
+        from matinvent.oracles.mlip.energies import relaxed_hull_energy
+
+        def compute(r: Relaxed) -> float:
+            energy = relaxed_hull_energy(r, self, hull)
+            if energy.reason:
+                raise ValueError(energy.reason)
+            return energy.e_above_hull
+
+        return self._property(structures, "e_above_hull", compute, cache=False)
+
+    def bulk_modulus(self, structures: Sequence[StructureLike]) -> np.ndarray:
+        """Birch–Murnaghan bulk modulus of the relaxed structures, GPa."""
+        from matinvent.oracles.mlip.elastic import eos_bulk_modulus
+
+        return self._property(structures, "bulk_modulus", lambda r: eos_bulk_modulus(self, r.structure))
+
+    def shear_modulus(self, structures: Sequence[StructureLike]) -> np.ndarray:
+        """Voigt–Reuss–Hill shear modulus from the finite-strain elastic tensor of the relaxed structures, GPa."""
+        from matinvent.oracles.mlip.elastic import vrh_moduli
+
+        return self._property(structures, "shear_modulus", lambda r: vrh_moduli(self.elastic_tensor(r))[1])
+
+    def elastic_tensor(self, relaxed: Relaxed) -> np.ndarray:
+        """6×6 Voigt stiffness (GPa) of a relaxation (:func:`~.elastic.elastic_tensor`), cached on it."""
+        from matinvent.oracles.mlip.elastic import elastic_tensor
+
+        if "elastic_tensor" not in relaxed.properties:
+            relaxed.properties["elastic_tensor"] = elastic_tensor(self, relaxed.structure)
+        return relaxed.properties["elastic_tensor"]
