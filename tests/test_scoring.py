@@ -127,3 +127,17 @@ def test_tasks_cli_lists_every_shipped_task(capsys):
     for line in ("band_gap 3 ± 0.25 eV", "formation_energy < -2.5 eV/atom", "hhi < 1250", "density 11 ± 0.5"):
         assert line in out
     assert "T4" in out
+
+
+def test_progress_is_reported_per_structure_as_results_arrive(tmp_path):
+    from pymatgen.core import Lattice, Structure
+
+    structures = [Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]) for a in (5.5, 5.6, 5.7)]
+    scorer = Scorer(load_task("density"), cache=tmp_path / "cache.sqlite")
+    calls: list[tuple[str, int, int]] = []
+    scorer.on_progress = lambda stage, done, total: calls.append((stage, done, total))
+    scorer(structures)
+    assert calls == [("density", k, 3) for k in (1, 2, 3)]
+    calls.clear()
+    scorer(structures)  # all cached: nothing to wait for, nothing reported
+    assert calls == []

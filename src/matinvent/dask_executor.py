@@ -38,9 +38,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from matinvent.executor import Evaluation, OnResult, OracleSpec, TransientReason, apply_one
+from matinvent.executor import OnResult, OracleSpec, StructureExecutor, TransientReason, apply_one
 from matinvent.oracle_cache import oracle_key
 
 DEFAULT_WORKERS = 2
@@ -104,7 +102,7 @@ def local_cluster(workers: int = DEFAULT_WORKERS) -> Any:
         )
 
 
-class DaskExecutor:
+class DaskExecutor(StructureExecutor):
     """Evaluates oracles one task per structure on a Dask cluster (``scheduler``) or a local one (``workers``).
 
     The cluster is started (or connected to) on first use; ``close()`` (or leaving a ``with`` block) shuts
@@ -140,17 +138,6 @@ class DaskExecutor:
                 except OSError as exc:
                     raise RuntimeError(f"cannot reach the Dask scheduler at {self.scheduler}: {exc}") from exc
         return self._client
-
-    def evaluate(self, spec: OracleSpec, structures: Sequence[Any], on_result: OnResult | None = None) -> Evaluation:
-        """One value per structure (``None`` → NaN, "no structure"); ``on_result`` as each one arrives."""
-        results, reasons = self._run("eval", spec, structures, on_result)
-        return Evaluation(np.array([np.nan if r is None else r for r in results], dtype=np.float64), reasons)
-
-    def map(
-        self, spec: OracleSpec, items: Sequence[Any], on_result: OnResult | None = None
-    ) -> tuple[list[Any], list[str]]:
-        """``built.apply(item)`` per item (``None`` where it failed or the item is ``None``), and the reasons."""
-        return self._run("apply", spec, items, on_result)
 
     def _run(
         self, kind: str, spec: OracleSpec, items: Sequence[Any], on_result: OnResult | None

@@ -179,7 +179,27 @@ class _Worker:
         self.kill()
 
 
-class LocalExecutor:
+class StructureExecutor:
+    """``evaluate`` and ``map`` over one ``_run(kind, spec, items, on_result)``: the executors' shared face."""
+
+    def _run(
+        self, kind: str, spec: OracleSpec, items: Sequence[Any], on_result: OnResult | None
+    ) -> tuple[list[Any], list[str]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def evaluate(self, spec: OracleSpec, structures: Sequence[Any], on_result: OnResult | None = None) -> Evaluation:
+        """One value per structure (``None`` → NaN, "no structure"); ``on_result`` as each one arrives."""
+        results, reasons = self._run("eval", spec, structures, on_result)
+        return Evaluation(np.array([np.nan if r is None else r for r in results], dtype=np.float64), reasons)
+
+    def map(
+        self, spec: OracleSpec, items: Sequence[Any], on_result: OnResult | None = None
+    ) -> tuple[list[Any], list[str]]:
+        """``built.apply(item)`` per item (``None`` where it failed or the item is ``None``), and the reasons."""
+        return self._run("apply", spec, items, on_result)
+
+
+class LocalExecutor(StructureExecutor):
     """Evaluates oracles structure by structure in ``workers`` local processes, each call at most ``timeout_s``
     (``None``: unbounded, the workers only run calls in parallel).
 
@@ -217,17 +237,6 @@ class LocalExecutor:
     def pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""
         return [w.pid for w in self._pool]
-
-    def evaluate(self, spec: OracleSpec, structures: Sequence[Any], on_result: OnResult | None = None) -> Evaluation:
-        """One value per structure (``None`` → NaN, "no structure"), each computed under the time limit."""
-        results, reasons = self._run("eval", spec, structures, on_result)
-        return Evaluation(np.array([np.nan if r is None else r for r in results], dtype=np.float64), reasons)
-
-    def map(
-        self, spec: OracleSpec, items: Sequence[Any], on_result: OnResult | None = None
-    ) -> tuple[list[Any], list[str]]:
-        """``built.apply(item)`` per item (``None`` where it failed or the item is ``None``), and the reasons."""
-        return self._run("apply", spec, items, on_result)
 
     def _run(
         self, kind: str, spec: OracleSpec, structures: Sequence[Any], on_result: OnResult | None

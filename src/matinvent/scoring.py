@@ -22,6 +22,7 @@ stored the moment it arrives.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -208,6 +209,8 @@ class Scorer:
         self.timeout_s = timeout_s
         self.executor = executor
         self.cache = OracleCache(cache) if isinstance(cache, str | Path) else cache
+        # called as each structure's result arrives: (stage, done, total), e.g. a progress bar's postfix
+        self.on_progress: Callable[[str, int, int], None] | None = None
 
     def _evaluate(self, prop: str, structures: list[Any]) -> tuple[np.ndarray, list[str]]:
         """Values of ``prop`` for ``structures`` and per-structure failure reasons ("" where it worked).
@@ -224,10 +227,14 @@ class Scorer:
         if not todo:
             return values, reasons
 
+        finished = [0]
+
         def store(j: int, value: float, reason: str) -> None:
             i = todo[j]
             if key and hashes[i] is not None and not isinstance(reason, TransientReason):
                 self.cache.put(hashes[i], key, value, reason)
+            finished[0] += 1
+            self._progress(prop, finished[0], len(todo))
 
         batch = [structures[i] for i in todo]
         if prop in self.specs:
@@ -244,6 +251,10 @@ class Scorer:
         for i, w in zip(todo, why, strict=True):
             reasons[i] = w
         return values, reasons
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(stage, done, total)
 
     def _relax(self, inputs: list[Any]) -> tuple[list[RelaxResult | None], list[str]]:
         """Each input's relaxation and MLIP properties (``None`` where the step itself failed), and reasons."""
@@ -263,8 +274,12 @@ class Scorer:
                 results[i], reasons[i] = RelaxResult.from_dict(hit.data), hit.reason
         todo = [i for i in range(len(inputs)) if i not in done]
 
+        finished = [0]
+
         def store(j: int, result: RelaxResult | None, reason: str) -> None:
             i = todo[j]
+            finished[0] += 1
+            self._progress("relax", finished[0], len(todo))
             if not key or hashes[i] is None or isinstance(reason, TransientReason):
                 return
             data = None

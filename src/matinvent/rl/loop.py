@@ -242,6 +242,10 @@ def _run(
         total=budget, initial=min(metrics.evaluations, budget), unit="eval", disable=not progress, dynamic_ncols=True
     )
     bar.set_description(f"{trainer.method} on {trainer.task.name}")
+    if progress:  # slow oracles (an MLIP relaxation, DFT): the bar moves as each structure's result arrives
+        trainer.scorer.on_progress = lambda stage, done, total: bar.set_postfix_str(
+            f"hits={trainer.metrics.hits}, {stage} {done}/{total}", refresh=True
+        )
     empty = 0
     try:
         while trainer.metrics.evaluations < budget and (max_iterations is None or trainer.iteration < max_iterations):
