@@ -25,6 +25,13 @@ def _single_thread_torch():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from model_utils import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA_DIR

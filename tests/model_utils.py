@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 
@@ -15,3 +16,17 @@ def perturbed(model: torch.nn.Module, scale: float, seed: int = 5) -> torch.nn.M
         for p in other.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
     return other
+
+
+def save_tiny_checkpoint(path: Path, natoms: range = range(2, 6)) -> Path:
+    """A seeded 1-layer prior (T = 10) sampling ``natoms`` atoms uniformly, saved as a checkpoint folder."""
+    from matinvent.checkpoint import save_prior
+    from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
+    from matinvent.denoiser import DenoiserConfig
+
+    torch.manual_seed(0)
+    model = CrystalDiffusion(DenoiserConfig(hidden=16, layers=1, n_freq=2, time_dim=8), DiffusionConfig(timesteps=10))
+    hist = torch.zeros(21)
+    hist[natoms.start : natoms.stop] = 1.0
+    model.set_natoms_histogram(hist)
+    return save_prior(model, path)

@@ -13,17 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from model_utils import save_tiny_checkpoint
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 import matinvent as mi
-from matinvent.checkpoint import save_prior
 from matinvent.config import ConfigError
 from matinvent.crystal import Crystal
-from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
 from matinvent.datasets import read_cdvae_csv
-from matinvent.denoiser import DenoiserConfig
 from matinvent.oracles import HHI, Density, Oracle, as_structures
 from matinvent.rewards import Task
 
@@ -38,12 +35,7 @@ def mp20_structures(data_dir) -> list[Structure]:
 
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = CrystalDiffusion(DenoiserConfig(hidden=16, layers=1, n_freq=2, time_dim=8), DiffusionConfig(timesteps=10))
-    hist = torch.zeros(21)
-    hist[2:9] = 1.0
-    model.set_natoms_histogram(hist)
-    return save_prior(model, tmp_path_factory.mktemp("ckpt") / "tiny")
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", natoms=range(2, 9))
 
 
 def _three_kinds(structures: list[Structure]) -> dict[str, list]:

@@ -9,23 +9,9 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from matinvent.checkpoint import save_prior
 from matinvent.cli import main
 from matinvent.crystal import Crystal, read_extxyz
-from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
-from matinvent.denoiser import DenoiserConfig
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = CrystalDiffusion(DenoiserConfig(hidden=16, layers=1, n_freq=2, time_dim=8), DiffusionConfig(timesteps=10))
-    hist = torch.zeros(21)
-    hist[2:6] = 1.0
-    model.set_natoms_histogram(hist)
-    return save_prior(model, tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
 def test_sample_writes_cifs_and_extxyz_reproducibly(tmp_path, tiny_checkpoint):

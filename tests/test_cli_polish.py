@@ -12,26 +12,11 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 
 import matinvent as mi
-from matinvent.checkpoint import save_prior
 from matinvent.cli import build_parser, main
-from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
-from matinvent.denoiser import DenoiserConfig
 from matinvent.oracles import CommandOracle
 from matinvent.oracles.command import last_number
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = CrystalDiffusion(DenoiserConfig(hidden=16, layers=1, n_freq=2, time_dim=8), DiffusionConfig(timesteps=10))
-    hist = torch.zeros(21)
-    hist[2:6] = 1.0
-    model.set_natoms_histogram(hist)
-    return save_prior(model, tmp_path_factory.mktemp("ckpt") / "tiny")
-
 
 # ----------------------------------------------------------------------------------- --version, --help
 
