@@ -197,6 +197,17 @@ def test_bands_never_below_zero(runs):
     assert figs["curve-reward"].layout.xaxis.title.text == "oracle evaluations (cumulative)"
     (window,) = figs["curve-prop-0"].layout.shapes
     assert (window.y0, window.y1) == (2.75, 3.25)  # from run.json's numbers
+    assert figs["curve-hits"].layout.yaxis.rangemode == "nonnegative"  # a count, even with 0 hits
+
+
+def test_an_energy_above_hull_band_may_go_below_zero():
+    from matinvent.report_plots import band
+
+    lo, hi = band("e_above_hull", np.array([-0.2, 0.05]), np.array([0.1, 0.1]))  # below the thinned hull
+    np.testing.assert_allclose(lo, [-0.3, -0.05])
+    np.testing.assert_allclose(hi, [-0.1, 0.15])
+    lo, _ = band("band_gap", np.array([0.1]), np.array([0.5]))
+    assert lo[0] == 0.0
 
 
 def test_e_hull_from_recheck_csv(runs, tmp_path):

@@ -177,7 +177,9 @@ def curve_figures(runs: list[Run]) -> list[tuple[str, go.Figure]]:
         if max(np.nanmax(np.asarray(t.y, float), initial=0.0) for t in fig.data) >= N_HITS / 2:
             fig.add_hline(y=N_HITS, line={"color": "grey", "dash": "dash", "width": 1},
                           annotation_text=f"{N_HITS} hits (Burden)")  # fmt: skip
-        out.append(("curve-hits", _layout(fig, "Distinct hits", HITS_LABEL)))
+        fig = _layout(fig, "Distinct hits", HITS_LABEL)
+        fig.update_yaxes(rangemode="nonnegative")  # a count: no negative axis, even with 0 hits
+        out.append(("curve-hits", fig))
     for k, prop in enumerate(dict.fromkeys(p for r in runs for p in r.properties)):
         fig = go.Figure()
         if not any([mean_band(fig, i, r, prop) for i, r in plotted]):

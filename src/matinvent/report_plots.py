@@ -32,8 +32,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "hhi": (0.0, 10000.0),
     "bulk_modulus": (0.0, math.inf),
     "shear_modulus": (0.0, math.inf),
-    "e_above_hull": (0.0, math.inf),
-}
+}  # e_above_hull has no bound: a crystal below the (thinned) hull has E_hull < 0
 
 
 def band(name: str, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
