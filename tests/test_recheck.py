@@ -138,6 +138,31 @@ def test_stub_recheck_counts_survivors_and_writes_files(stub_run):
     assert not list(run.glob("*.tmp"))
 
 
+def test_a_stability_task_takes_e_hull_from_the_recheck_relaxation_and_hull(tmp_path, monkeypatch):
+    """No second MLIP oracle relaxes the relaxed cells against another hull: E_hull is the recheck's own."""
+    from matinvent import oracles
+    from matinvent.rewards import task_from_dict
+
+    nacl = rocksalt(5.69, "Na", "Cl")
+    run = make_run(tmp_path, "stable_density", [record(0, nacl, {"density": 11.2, "e_above_hull": 0.0}, 1.0, True)],
+                   ["density", "e_above_hull"])  # fmt: skip
+    task = task_from_dict({"name": "stable_density", "properties": {
+        "density": {"target": "range", "center": 11, "tolerance": 0.5},
+        "e_above_hull": {"target": "range", "center": 0, "tolerance": 0.1}}})  # fmt: skip
+    real = oracles.get_oracle
+
+    def no_mlip_oracle(name, **kw):
+        assert name != "e_above_hull", "recheck built a second E_hull oracle"
+        return real(name, **kw)
+
+    monkeypatch.setattr(oracles, "get_oracle", no_mlip_oracle)
+    relaxer = StubRelaxer({"NaCl": (11.1, E_FORM_ON_HULL["NaCl"] + 0.05)})
+    (row,) = recheck.recheck_run(run, n_max=None, relaxer=relaxer, progress=False, task=task)["hits"]
+    assert row["e_above_hull"] == pytest.approx(0.05, abs=1e-5)
+    assert row["relaxed"]["e_above_hull"] == row["mlip"]["e_above_hull"] == row["e_above_hull"]
+    assert row["still_hit"] and row["survives"]
+
+
 def test_subset_respects_n_max_and_is_seeded(stub_run):
     run, relaxer = stub_run
     (run / "summary.json").unlink()

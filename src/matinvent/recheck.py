@@ -110,7 +110,9 @@ def recheck_run(
     subset = "all" if len(picked) == n_hits else f"random {len(picked)} of {n_hits}, seed {seed}"
     reference = hull if isinstance(hull, ReferenceHull) else load_hull(hull)
     relaxer = relaxer if relaxer is not None else MLIPRelaxer("sevennet-0")
-    oracles = task.build_oracles()  # before the relaxations: a missing oracle fails fast
+    # before the relaxations: a missing oracle fails fast; E_hull comes from the recheck's own relaxation
+    # against ``hull`` (no second MLIP model relaxing the relaxed cells against the shipped hull)
+    oracles = task.build_oracles(skip={"e_above_hull"} - set(task.oracles))
     mlip_props = [p for p in task.properties if p in MLIP_PROPERTIES]
     if not mlip_moduli:
         mlip_props = [p for p in mlip_props if p not in ("bulk_modulus", "shear_modulus")]
@@ -208,6 +210,9 @@ def _relax_hit(
     mlip = dict.fromkeys(mlip_props, math.nan)
     if final is not None:
         for prop in mlip_props:  # the relaxer's cache holds the relaxation (and E_form) already
+            if prop == "e_above_hull" and prop not in task.oracles:  # the recheck's hull, as measured above
+                mlip[prop] = stab["e_above_hull"]
+                continue
             try:
                 mlip[prop] = float(getattr(relaxer, prop)([structure])[0])
             except Exception as exc:  # noqa: BLE001
@@ -248,6 +253,8 @@ def _rescore(
     values = {}
     for prop, oracle in oracles.items():
         values[prop] = np.asarray(oracle([relaxed[i] for i in ok]), dtype=np.float64)
+    if "e_above_hull" in task.properties and "e_above_hull" not in oracles:
+        values["e_above_hull"] = np.array([_float(rows[i]["e_above_hull"]) for i in ok], dtype=np.float64)
     reward, hit, _ = task.rewards(values)
     if mlip_props:
         mixed = {p: np.array([rows[i]["mlip"].get(p, math.nan) for i in ok]) for p in mlip_props}
