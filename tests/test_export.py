@@ -167,3 +167,23 @@ def test_export_errors_name_the_problem(run_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds no hits" in err and str(empty) in err
     assert not (tmp_path / "z.extxyz").exists()
+
+
+def test_recheck_results_travel_with_the_exported_hits(run_dir, tmp_path):
+    import shutil
+
+    from ase.io import read
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    pd.DataFrame(
+        {"id": [2, 4], "e_above_hull": [0.031, np.nan], "still_hit": [True, False], "survives": [True, False]}
+    ).to_csv(run / "recheck.csv", index=False)  # as matinvent recheck writes it; id 7 was not checked
+    out = export_run(run, tmp_path / "hits.extxyz", "extxyz")
+    frames = {f.info["memory_id"]: f.info for f in read(str(out.path), index=":")}
+    assert frames[2]["recheck_e_above_hull"] == pytest.approx(0.031) and frames[2]["recheck_survives"] is True
+    assert "recheck_e_above_hull" not in frames[4] and frames[4]["recheck_still_hit"] is False  # NaN left out
+    assert not any(k.startswith("recheck_") for k in frames[7])
+    (run / "recheck.csv").write_text("garbage\n\x00\x01")
+    with pytest.raises(ValueError, match="recheck.csv: not a recheck table"):
+        export_run(run, tmp_path / "again.extxyz", "extxyz")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from matinvent.crystal import Crystal, CrystalError
@@ -200,8 +201,37 @@ def export_run(
     memory_path = run_dir / "memory.sqlite"
     crystals = [_crystal(row, memory_path) for _, row in rows.iterrows()]
     keys = [row_properties(row, properties, run_info) for _, row in rows.iterrows()]
+    rechecked = recheck_keys(run_dir)
+    for key, (_, row) in zip(keys, rows.iterrows(), strict=True):
+        key.update(rechecked.get(int(row["id"]), {}))
     _WRITERS[fmt](out, crystals, keys)
     return ExportResult(out, len(crystals), fmt)
+
+
+RECHECK_COLUMNS = ("e_above_hull", "still_hit", "survives", "rmsd")  # of recheck.csv, exported as recheck_<col>
+
+
+def recheck_keys(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """memory id → ``recheck_<column>`` keys of ``matinvent recheck``'s ``recheck.csv`` (``{}`` without one)."""
+    path = run_dir / "recheck.csv"
+    if not path.exists():
+        return {}
+    try:
+        table = pd.read_csv(path)
+        ids = table["id"].astype(int)
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as exc:
+        raise ValueError(f"{path}: not a recheck table of matinvent recheck ({type(exc).__name__}: {exc})") from exc
+    out: dict[int, dict[str, Any]] = {}
+    for i, (_, row) in zip(ids, table.iterrows(), strict=True):
+        keys: dict[str, Any] = {}
+        for col in RECHECK_COLUMNS:
+            value = row.get(col)
+            if isinstance(value, bool | np.bool_) or (isinstance(value, str) and value in ("True", "False")):
+                keys[f"recheck_{col}"] = value in (True, "True")
+            elif value is not None and not isinstance(value, str) and math.isfinite(float(value)):
+                keys[f"recheck_{col}"] = float(value)
+        out[int(i)] = keys
+    return out
 
 
 def _run_info(run_dir: Path) -> dict[str, Any]:
