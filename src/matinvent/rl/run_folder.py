@@ -28,7 +28,8 @@ from matinvent.rl.trajectories import CrystalTrajectory
 RUN_FILE = "run.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
-OPERATIONAL_KEYS = ("device", "threads", "recheck_n", "executor", "scheduler", "workers")  # a resumed run may change these
+# config keys a resumed run may change (where and how it runs, not what it optimises)
+OPERATIONAL_KEYS = ("device", "threads", "recheck_n", "executor", "scheduler", "workers")
 RUN_KEYS = ("task", "method", "seed", "run_id", "config")  # every run.json has them
 
 
