@@ -309,3 +309,11 @@ def test_a_damaged_prior_exits_2_naming_the_file(setup, tmp_path, capsys, name, 
 def test_an_intact_agent_folder_samples(setup, tmp_path):
     args = ["sample", "--n", "2", "--checkpoint", str(setup / "run" / "agent"), "--out", str(tmp_path / "s")]
     assert main([*args, "--threads", "1"]) == 0
+
+
+def test_resume_may_move_the_oracles_to_a_dask_cluster(setup, run_copy):
+    """Where the oracles run is operational (a new SLURM job brings a new scheduler): not a mismatch."""
+    assert main([*argv(setup, run_copy, 18, "--resume"), "--executor", "dask", "--workers", "1"]) == 0
+    df = read_memory(run_copy)
+    assert int(df["valid"].sum()) == 18 and not df.duplicated(["iteration", "idx"]).any()
+    assert (run_copy / "oracle_cache.sqlite").exists()
