@@ -132,6 +132,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     n_invalid = n_failed = 0
     try:
         with tqdm(total=len(crystals), desc=f"score {task.name}", unit="structure") as bar:
+            # a relaxation or a DFT call per structure: the bar's postfix moves as each result arrives
+            scorer.on_progress = lambda stage, done, total: bar.set_postfix_str(f"{stage} {done}/{total}")
             for start in range(0, len(crystals), args.batch_size):
                 chunk = crystals[start : start + args.batch_size]
                 scores = scorer(chunk)
