@@ -30,3 +30,22 @@ def save_tiny_checkpoint(path: Path, natoms: range = range(2, 6)) -> Path:
     hist[natoms.start : natoms.stop] = 1.0
     model.set_natoms_histogram(hist)
     return save_prior(model, path)
+
+
+def save_tiny_masked_prior(path: Path, max_atoms: int = 5, sample_steps: int = 6) -> Path:
+    """A seeded 1-layer masked-type prior (T = 20) with N uniform over 2..``max_atoms``, saved to ``path``."""
+    from matinvent.checkpoint import save_prior
+    from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
+    from matinvent.denoiser import DenoiserConfig
+
+    torch.manual_seed(0)
+    model = CrystalDiffusion(
+        DenoiserConfig(hidden=16, layers=1, n_freq=4, time_dim=16),
+        DiffusionConfig(
+            timesteps=20, max_atoms=max_atoms, sample_steps=sample_steps, type_diffusion="masked", cost_type=1.0
+        ),
+    )
+    counts = torch.ones(max_atoms + 1, dtype=torch.float64)
+    counts[:2] = 0.0
+    model.set_natoms_histogram(counts)
+    return save_prior(model, path)

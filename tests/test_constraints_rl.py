@@ -9,14 +9,13 @@ import pandas as pd
 import pytest
 import torch
 from ase.data import chemical_symbols
+from model_utils import save_tiny_masked_prior
 from pymatgen.core import Structure
 from rl_toy import LightFraction
 
-from matinvent.checkpoint import load_prior, save_prior
+from matinvent.checkpoint import load_prior
 from matinvent.config_io import ConfigError
 from matinvent.constraints import ChemConstraints
-from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
-from matinvent.denoiser import DenoiserConfig
 from matinvent.memory import read_memory
 from matinvent.rewards import task_from_dict
 from matinvent.rl import RLConfig, optimize
@@ -33,15 +32,7 @@ EFFECTIVE = ChemConstraints(elements="Li,Be,O,Na,Mg,Ba", exclude="O", max_elemen
 
 @pytest.fixture(scope="module")
 def masked_prior(tmp_path_factory):
-    torch.manual_seed(0)
-    model = CrystalDiffusion(
-        DenoiserConfig(hidden=16, layers=1, n_freq=4, time_dim=16),
-        DiffusionConfig(timesteps=20, max_atoms=6, sample_steps=5, type_diffusion="masked", cost_type=1.0),
-    )
-    counts = torch.ones(7, dtype=torch.float64)
-    counts[:2] = 0.0
-    model.set_natoms_histogram(counts)
-    return save_prior(model, tmp_path_factory.mktemp("prior") / "masked")
+    return save_tiny_masked_prior(tmp_path_factory.mktemp("prior") / "masked", max_atoms=6, sample_steps=5)
 
 
 def _config(prior, **kw) -> RLConfig:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from model_utils import save_tiny_masked_prior
 from rl_toy import TASK, LightFraction
 
-from matinvent.checkpoint import save_prior
-from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
-from matinvent.denoiser import DenoiserConfig
 from matinvent.memory import read_memory
 from matinvent.rl import RLConfig, optimize
 from matinvent.scoring import Scorer
@@ -17,15 +15,7 @@ from matinvent.scoring import Scorer
 
 @pytest.fixture(scope="module")
 def masked_prior(tmp_path_factory):
-    torch.manual_seed(0)
-    model = CrystalDiffusion(
-        DenoiserConfig(hidden=16, layers=1, n_freq=4, time_dim=16),
-        DiffusionConfig(timesteps=20, max_atoms=5, sample_steps=6, type_diffusion="masked", cost_type=1.0),
-    )
-    counts = torch.ones(6, dtype=torch.float64)
-    counts[:2] = 0.0
-    model.set_natoms_histogram(counts)
-    return save_prior(model, tmp_path_factory.mktemp("prior") / "masked")
+    return save_tiny_masked_prior(tmp_path_factory.mktemp("prior") / "masked", max_atoms=5, sample_steps=6)
 
 
 def _config(prior) -> RLConfig:
