@@ -34,6 +34,7 @@ from matinvent.crystal import Crystal, CrystalError, iter_extxyz
 from matinvent.executor import LocalExecutor, OracleExecutor, OracleSpec, TransientReason
 from matinvent.oracle_cache import OracleCache, oracle_key
 from matinvent.oracles.command import CommandOracle
+from matinvent.oracles.mlip.oracles import MLIP_ORACLES
 from matinvent.relax_step import MLIPRelaxStep, RelaxResult
 from matinvent.rewards import Task
 from matinvent.structure_checks import MAX_ATOMS, check_volume_per_atom
@@ -41,7 +42,9 @@ from matinvent.structure_hash import structure_key
 from matinvent.validity import gate_flags, resolve_gate
 
 RELAX_CHOICES = ("mlip",)
-MLIP_PROPERTIES = ("formation_energy", "bulk_modulus", "shear_modulus", "e_above_hull")  # the MLIP's with relax="mlip"
+# the MLIP's properties that relax="mlip" scores (names declared once, on the oracle classes); the raw
+# energy_per_atom is the model's own scale, not a task property
+MLIP_PROPERTIES = tuple(c.name for c in MLIP_ORACLES if c.name != "energy_per_atom")
 
 
 @dataclass
