@@ -30,10 +30,11 @@ import pandas as pd
 import torch
 
 from matinvent.checkpoint import load_prior
-from matinvent.crystal_diffusion import CrystalDiffusion, kl_terms, log_prob_terms
+from matinvent.crystal_diffusion import CrystalDiffusion
 from matinvent.diffusion.schedules import respaced_timesteps
 from matinvent.memory import read_memory
 from matinvent.rl.trajectories import CrystalTrajectory, stack_step
+from matinvent.transition_likelihood import kl_terms, log_prob_terms
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

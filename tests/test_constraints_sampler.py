@@ -19,19 +19,13 @@ from torch.distributions import Categorical, kl_divergence
 
 from matinvent.checkpoint import load_prior
 from matinvent.constraints import ChemConstraints
-from matinvent.crystal_diffusion import (
-    CrystalDiffusion,
-    DiffusionConfig,
-    kl_terms,
-    log_prob_terms,
-    transition_kl,
-    transition_log_prob,
-)
+from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
 from matinvent.denoiser import DenoiserConfig
 from matinvent.diffusion import respaced_timesteps
 from matinvent.rl.natoms import NatomsPolicy
 from matinvent.rl.trajectories import split_trajectory, stack_step
 from matinvent.sampling import constrained, sample_crystals
+from matinvent.transition_likelihood import kl_terms, log_prob_terms, transition_kl, transition_log_prob
 from matinvent.type_constraints import masked_kl, masked_log_probs
 
 FAST = settings(

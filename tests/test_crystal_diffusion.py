@@ -15,8 +15,8 @@ from matinvent.batch import CrystalBatch
 from matinvent.checkpoint import checkpoint_info, load_prior, save_prior
 from matinvent.config import ConfigError
 from matinvent.crystal import Crystal
-from matinvent.crystal_diffusion import kl_terms, log_prob_terms, transition_kl, transition_log_prob
 from matinvent.diffusion import respaced_timesteps, wrap_centered
+from matinvent.transition_likelihood import kl_terms, log_prob_terms, transition_kl, transition_log_prob
 
 f64 = torch.float64
 

@@ -10,8 +10,8 @@ from torch.distributions import Categorical, kl_divergence
 from matinvent.batch import CrystalBatch
 from matinvent.checkpoint import load_prior, save_prior
 from matinvent.crystal import Crystal
-from matinvent.crystal_diffusion import kl_terms, log_prob_terms, transition_kl, transition_log_prob
 from matinvent.diffusion import AbsorbingSchedule
+from matinvent.transition_likelihood import kl_terms, log_prob_terms, transition_kl, transition_log_prob
 
 f64 = torch.float64
 T = 20

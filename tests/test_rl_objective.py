@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from matinvent.crystal_diffusion import COMPONENTS, TransitionParams, kl_terms, log_prob_terms
+from matinvent.components import COMPONENTS
+from matinvent.crystal_diffusion import TransitionParams
 from matinvent.rl.config import ComponentWeights, RLConfig
 from matinvent.rl.methods import MatInvent, Rollout
 from matinvent.rl.objective import (
@@ -23,6 +24,7 @@ from matinvent.rl.objective import (
 )
 from matinvent.rl.trainer import sampling_log_probs
 from matinvent.rl.trajectories import split_trajectory, stack_step
+from matinvent.transition_likelihood import kl_terms, log_prob_terms
 
 STEPS = 8  # reverse steps of the sampled trajectories (T of the MDP)
 

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from matinvent.batch import CrystalBatch
+from matinvent.components import COMPONENTS
 from matinvent.crystal import Crystal
-from matinvent.crystal_diffusion import COMPONENTS, CrystalDiffusion
+from matinvent.crystal_diffusion import CrystalDiffusion
 from matinvent.rl.config import RLConfig
 from matinvent.rl.natoms import NatomsPolicy
 from matinvent.rl.objective import advantages, component_kls, component_log_probs, kl_loss, policy_loss

@@ -30,7 +30,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from matinvent.crystal_diffusion import COMPONENTS, TransitionParams, kl_terms, log_prob_terms
+from matinvent.components import COMPONENTS
+from matinvent.crystal_diffusion import TransitionParams
+from matinvent.transition_likelihood import kl_terms, log_prob_terms
 
 C = len(COMPONENTS)
 
