@@ -130,6 +130,8 @@ def run_all(jobs: list[list[str]], names: list[str], logs: list[Path], n_paralle
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not all(math.isfinite(v) for v in values):
+        return math.inf, math.nan
     s = pd.Series(values, dtype=float)
     return float(s.mean()), float(s.std(ddof=1)) if len(s) > 1 else 0.0
 
@@ -165,6 +167,9 @@ def run_row(paths: list[Path]) -> dict | None:
         "burden_mean": b_mean,
         "burden_std": b_std,
         "burden_is_evals_per_hit": marked,
+        "pooled_evals_per_hit": sum(s["evaluations"] for s in sums) / max(sum(s["hits"] for s in sums), 1)
+        if any(s["hits"] for s in sums)
+        else math.inf,
         "diversity_ratio_mean": d_mean,
         "diversity_ratio_std": d_std,
         "seconds_per_iteration": _mean_std(sec)[0] if sec else None,
@@ -174,7 +179,36 @@ def run_row(paths: list[Path]) -> dict | None:
     }
 
 
+PRIOR_RATES = RESULTS / "prior_hit_rates.json"
+
+
+def large_sample_ratio(burden: float, rate: dict | None) -> tuple[float | None, bool]:
+    """(ratio, is_upper_bound) of ``burden`` to the prior's evaluations per hit from one large sample
+    (``benchmarks/prior_hit_rates.py``). With 0 prior hits the prior's figure is only known to exceed
+    the lower end of its 95 % interval, so the ratio is an upper bound."""
+    if rate is None or not math.isfinite(burden):
+        return None, False
+    if rate["distinct_hits"]:
+        return burden / rate["evals_per_hit"], False
+    return burden / rate["evals_per_hit_ci95"][0], True
+
+
+def target_counts(rows: list[dict], method: str, limit: float, min_diversity: float | None = None) -> tuple[int, int]:
+    """(tasks where ``method`` is ≤ ``limit`` × the large-sample prior [and diverse enough], tasks with a ratio)."""
+    hits = total = 0
+    for r in rows:
+        if r["method"] != method or r.get("ratio_large") is None:
+            continue
+        total += 1
+        ok = r["ratio_large"] <= limit and (min_diversity is None or r["diversity_ratio_mean"] >= min_diversity)
+        hits += bool(ok)
+    return hits, total
+
+
 def table(args: argparse.Namespace) -> dict:
+    rates = {}
+    if args.prior_rates and Path(args.prior_rates).exists():
+        rates = {r["task"]: r for r in json.loads(Path(args.prior_rates).read_text())["rows"]}
     rows = []
     for t in args.tasks:
         prior = None
@@ -186,6 +220,10 @@ def table(args: argparse.Namespace) -> dict:
             if m == "prior":
                 prior = row["burden_mean"]
             row["ratio_to_prior"] = row["burden_mean"] / prior if prior and math.isfinite(prior) else None
+            # a seed without hits makes the mean infinite: then the pooled evaluations per hit of all seeds
+            row["pooled"] = not math.isfinite(row["burden_mean"]) and math.isfinite(row["pooled_evals_per_hit"])
+            figure = row["pooled_evals_per_hit"] if row["pooled"] else row["burden_mean"]
+            row["ratio_large"], row["ratio_large_is_bound"] = large_sample_ratio(figure, rates.get(t))
             paper = PAPER_BURDEN.get(t, {}).get(m, "n/a")
             row["paper_burden"] = paper if paper != "n/a" else None
             row["paper_burden_over_1000"] = paper is None
@@ -196,6 +234,7 @@ def table(args: argparse.Namespace) -> dict:
         "config": str(CONFIG.relative_to(ROOT)),
         "overrides": parse_sets(args.set),
         "command": "python benchmarks/rl_tasks.py " + " ".join(sys.argv[1:]),
+        "prior_rates": str(Path(args.prior_rates).resolve().relative_to(ROOT)) if rates else None,
         "rows": rows,
     }
 
@@ -214,22 +253,43 @@ def markdown(result: dict) -> str:
         "× prior = our Burden over our frozen prior's; "
         "paper = the MatInvent paper's Tables 1–4 (budget 3000, 5 seeds).",
         "re-checked = of the hits relaxed with SevenNet-0 and re-scored: still a hit / still a hit and E_hull ≤ 0.1.",
+        f"× prior (large) = our Burden over the frozen prior's evaluations per hit in {result['prior_rates']} "
+        "(one large prior sample; '<' = upper bound where that sample has no hit; pooled = all seeds' "
+        "evaluations over all their hits, where a seed found none)."
+        if result.get("prior_rates")
+        else "× prior (large): no benchmarks/results/prior_hit_rates.json (python benchmarks/prior_hit_rates.py).",
         "",
-        "| task | method | runs | hits | Burden ↓ | × prior | paper Burden | Diversity ratio ↑ | re-checked | s / it |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | method | runs | hits | Burden ↓ | × prior | × prior (large) | paper Burden | Diversity ratio ↑ "
+        "| re-checked | s / it |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         star = "*" if r["burden_is_evals_per_hit"] else ""
         sec = f"{r['seconds_per_iteration']:.1f}" if r["seconds_per_iteration"] else "–"
         ratio = f"{r['ratio_to_prior']:.2f}" if r["ratio_to_prior"] is not None else "–"
+        burden = f"{r['burden_mean']:.1f} ± {r['burden_std']:.1f}{star}"
+        if not math.isfinite(r["burden_mean"]):
+            burden = "no hit" if not any(r["hits"]) else "a seed without hits"
+        large = "–"
+        if r.get("ratio_large") is not None:
+            large = ("< " if r["ratio_large_is_bound"] else "") + f"{r['ratio_large']:.2f}"
+            large += " (pooled)" if r.get("pooled") else ""
         rc = "–"
         if r["recheck_runs"]:
             rc = f"{r['recheck_frac_still_hit']:.2f} / {r['recheck_frac_survive']:.2f} ({r['recheck_runs']} runs)"
         lines.append(
             f"| {r['task']} | {r['method']} | {r['finished']}/{len(r['seeds'])} | {r['hits']} | "
-            f"{r['burden_mean']:.1f} ± {r['burden_std']:.1f}{star} | {ratio} | {_fmt_paper(r)} | "
+            f"{burden} | {ratio} | {large} | {_fmt_paper(r)} | "
             f"{r['diversity_ratio_mean']:.3f} ± {r['diversity_ratio_std']:.3f} | {rc} | {sec} |"
         )
+    if result.get("prior_rates"):
+        mi, n_mi = target_counts(result["rows"], "matinvent", 0.25, 0.9)
+        wd, n_wd = target_counts(result["rows"], "weighted-denoising", 0.2)
+        lines += [
+            "",
+            f"Targets (× prior (large), mean over the runs so far): `matinvent` ≤ 0.25× with diversity ratio ≥ 0.9 "
+            f"on {mi} of {n_mi} tasks; `weighted-denoising` (the default) ≤ 0.2× on {wd} of {n_wd}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -289,6 +349,9 @@ def main() -> None:
     ap.add_argument("--recheck", type=int, default=0, help="relax and re-score up to N hits per finished run")
     ap.add_argument("--paper", action="store_true", help="budget 3000, seeds 0-4, device cuda, 8 runs at a time")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument(
+        "--prior-rates", default=PRIOR_RATES, help="prior_hit_rates.py's JSON for the × prior (large) column"
+    )
     ap.add_argument("--no-curves", action="store_true")
     args = ap.parse_args()
     if args.paper:
