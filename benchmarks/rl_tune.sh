@@ -13,6 +13,9 @@ python $py "${common[@]}" --methods matinvent --runs runs/tune/ppo --name tune_p
   --set baseline=normalize --set logp_reduce=mean --set ppo_clip=0.2 --set skip_last=2
 python $py "${common[@]}" --methods matinvent --runs runs/tune/ppo_natoms --name tune_ppo_natoms \
   --set baseline=normalize --set logp_reduce=mean --set ppo_clip=0.2 --set skip_last=2 --set natoms_action=true
+# β 1 → 0.1 (run with --jobs 1 beside the benchmark; the default since 2026-12-01)
+python $py "${common[@]}" --methods matinvent --runs runs/tune/beta01 --name tune_beta01 \
+  --set baseline=normalize --set logp_reduce=mean --set beta=0.1
 # (a "normalize only" rung, runs/tune/norm, was left out for CPU time)
 # Cheaper rollouts (the MDP's T): weighted-denoising at 50 and 100 sampler steps vs the 25 of runs/tune/base.
 python $py --tasks density hhi --seeds 1 2 3 --budget 300 --jobs 2 --no-curves --methods weighted-denoising \
