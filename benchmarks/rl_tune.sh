@@ -4,7 +4,8 @@
 #   bash benchmarks/rl_tune.sh            # resumable; tables in benchmarks/results/tune_*.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
-common=(--tasks density hhi band_gap bulk_modulus --seeds 1 2 3 --budget 300 --jobs 2 --no-curves)
+# beta=1.0: the ladder ran before β's default became 0.1 (a later --set beta wins)
+common=(--tasks density hhi band_gap bulk_modulus --seeds 1 2 3 --budget 300 --jobs 2 --no-curves --set beta=1.0)
 py=benchmarks/rl_tasks.py
 python $py "${common[@]}" --methods prior weighted-denoising matinvent --runs runs/tune/base --name tune_base
 python $py "${common[@]}" --methods matinvent --runs runs/tune/norm_mean --name tune_norm_mean \
