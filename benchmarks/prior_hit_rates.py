@@ -41,20 +41,22 @@ def poisson_ci(k: int, level: float = 0.95) -> tuple[float, float]:
 
 def task_row(task, values: dict[str, np.ndarray], formulas: list[str], budget: int) -> dict:
     """Evaluations, distinct hits and evaluations per hit of ``task`` on the scored sample."""
+    from matinvent.metrics import RunningMetrics
+
     _, hit, _ = task.rewards({p: values[p] for p in task.properties})
-    n = len(formulas)
-    distinct = {f for f, h in zip(formulas, hit, strict=True) if h and f}
-    lo, hi = poisson_ci(len(distinct))
-    per_hit = n / len(distinct) if distinct else float("inf")
+    m = RunningMetrics()  # the RL loop's counts: distinct hit formulas among evaluated crystals
+    m.add_many((True, f, bool(h)) for f, h in zip(formulas, hit, strict=True))
+    n = m.evaluations
+    lo, hi = poisson_ci(m.hits)
     return {
         "task": task.name,
         "window": task.window_text(),
         "evaluations": n,
         "hits": int(hit.sum()),
-        "distinct_hits": len(distinct),
-        "evals_per_hit": per_hit,
+        "distinct_hits": m.hits,
+        "evals_per_hit": m.evals_per_hit,
         "evals_per_hit_ci95": [n / hi, n / lo if lo > 0 else float("inf")],
-        f"expected_hits_in_{budget}": budget * len(distinct) / n,
+        f"expected_hits_in_{budget}": budget * m.hits / n,
     }
 
 

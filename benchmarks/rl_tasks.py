@@ -129,6 +129,10 @@ def run_all(jobs: list[list[str]], names: list[str], logs: list[Path], n_paralle
                 print(f"finished {name} (exit {proc.returncode})", flush=True)
 
 
+def _ratio(evaluations: float, hits: int) -> float:
+    return evaluations / hits if hits else math.inf
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     if not all(math.isfinite(v) for v in values):
         return math.inf, math.nan
@@ -148,7 +152,7 @@ def run_row(paths: list[Path]) -> dict | None:
             burdens.append(s["burden"])
         else:
             marked = True
-            burdens.append(s["evaluations"] / s["hits"] if s["hits"] else math.inf)
+            burdens.append(_ratio(s["evaluations"], s["hits"]))
     sec = []
     for p in done:
         df = pd.read_csv(p / "metrics.csv")
@@ -167,9 +171,7 @@ def run_row(paths: list[Path]) -> dict | None:
         "burden_mean": b_mean,
         "burden_std": b_std,
         "burden_is_evals_per_hit": marked,
-        "pooled_evals_per_hit": sum(s["evaluations"] for s in sums) / max(sum(s["hits"] for s in sums), 1)
-        if any(s["hits"] for s in sums)
-        else math.inf,
+        "pooled_evals_per_hit": _ratio(sum(s["evaluations"] for s in sums), sum(s["hits"] for s in sums)),
         "diversity_ratio_mean": d_mean,
         "diversity_ratio_std": d_std,
         "seconds_per_iteration": _mean_std(sec)[0] if sec else None,
