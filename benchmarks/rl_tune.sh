@@ -17,6 +17,11 @@ python $py "${common[@]}" --methods matinvent --runs runs/tune/ppo_natoms --name
 # β 1 → 0.1 (run with --jobs 1 beside the benchmark; the default since 2026-12-01)
 python $py "${common[@]}" --methods matinvent --runs runs/tune/beta01 --name tune_beta01 \
   --set baseline=normalize --set logp_reduce=mean --set beta=0.1
+# β below 0.1, and the learnt atom count at β = 0.1 (its earlier rung ran at β = 1 with PPO clipping)
+python $py "${common[@]}" --methods matinvent --runs runs/tune/beta003 --name tune_beta003 \
+  --set baseline=normalize --set logp_reduce=mean --set beta=0.03
+python $py "${common[@]}" --methods matinvent --runs runs/tune/beta01_natoms --name tune_beta01_natoms \
+  --set baseline=normalize --set logp_reduce=mean --set beta=0.1 --set natoms_action=true
 # (a "normalize only" rung, runs/tune/norm, was left out for CPU time)
 # Cheaper rollouts (the MDP's T): weighted-denoising at 50 and 100 sampler steps vs the 25 of runs/tune/base.
 python $py --tasks density hhi --seeds 1 2 3 --budget 300 --jobs 2 --no-curves --methods weighted-denoising \
