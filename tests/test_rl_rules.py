@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from matinvent.config_io import ConfigError
 from matinvent.metrics import RunningMetrics
-from matinvent.rl.config import RLConfig
+from matinvent.rl.config import RLConfig, validate
 from matinvent.rl.diversity import DiversityFilter
 from matinvent.rl.methods import MatInvent, top_indices
 from matinvent.rl.replay import ReplayBuffer
@@ -185,6 +186,41 @@ def test_batch_baseline_subtracts_the_mean_reward_from_the_policy_weight_only(wi
     rt = torch.tensor(r[order], dtype=logp.dtype)
     expected = (-0.7 * (rt - 0.5) * logp[order] + 0.3 * (1.1 - rt) * kl[order]).mean()
     assert stats["loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_rejected_pg_zero_puts_gated_out_crystals_in_the_update_at_reward_zero(with_prior):
+    """rejected_pg: zero → the gate's rejects join top-k and baseline with r = 0; skip → the loss ignores them."""
+    from matinvent.rl.methods import Rollout
+    from matinvent.transition_likelihood import transition_kl
+
+    model, prior, trajs, ts = with_prior
+    r = np.array([0.2, 0.9, 0.4, 0.0, 0.0])
+    evaluated = np.array([True, True, True, False, False])
+    rejected = np.array([False, False, False, True, False])  # the 5th: past the budget, neither scored nor rejected
+    rollout = Rollout(trajs + trajs[:2], [None] * 5, list("ABCDE"), evaluated, r, r, list("abcde"), rejected=rejected)
+    with torch.no_grad():
+        logp = sum(transition_log_prob(model, *stack_step(trajs + trajs[:1], s, ts)) for s in range(len(ts)))
+        kl = sum(transition_kl(model, prior, *stack_step(trajs + trajs[:1], s, ts)) for s in range(len(ts)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    losses = {}
+    for mode in ("zero", "skip"):
+        cfg = RLConfig(
+            logp_reduce="sum", kl_steps=0, alpha=0.7, beta=0.3, lam=1.1, topk_ratio=1.0, baseline="batch",
+            rejected_pg=mode,
+        )  # fmt: skip
+        method = MatInvent(cfg, model, prior, ts, opt, torch.Generator().manual_seed(0))
+        losses[mode] = method.update(rollout, [])["loss"]
+    order = [1, 2, 0, 3]  # by reward, the reject (index 3) last; index 4 never enters
+    rt = torch.tensor(r[order], dtype=logp.dtype)
+    b = r[:4].mean()  # 0.375: the reject's 0 lowers the baseline
+    expected = (-0.7 * (rt - b) * logp[order] + 0.3 * (1.1 - rt) * kl[order]).mean()
+    assert losses["zero"] == pytest.approx(float(expected), rel=1e-5)
+    rt3 = rt[:3]
+    skip = (-0.7 * (rt3 - 0.5) * logp[order[:3]] + 0.3 * (1.1 - rt3) * kl[order[:3]]).mean()
+    assert losses["skip"] == pytest.approx(float(skip), rel=1e-5)
+    assert losses["zero"] != pytest.approx(losses["skip"], rel=1e-3)
+    with pytest.raises(ConfigError, match="rejected_pg"):
+        validate(RLConfig(rejected_pg="negative"))
 
 
 def test_pg_components_restrict_the_policy_gradient_to_the_chosen_log_prob_terms(with_prior):

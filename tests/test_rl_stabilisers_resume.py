@@ -30,6 +30,7 @@ def all_switches(prior, replay_pg: str) -> RLConfig:
         replay_per_iter=2,
         baseline="normalize", logp_reduce="mean", sigma_floor=1e-3, skip_last=1, ppo_clip=0.2, epochs=2,
         replay_pg=replay_pg, kl_weights=ComponentWeights(F_corr=0.5, F=2.0, L=0.1, A=1.5), natoms_action=True,
+        rejected_pg="zero",
     )  # fmt: skip
 
 
@@ -97,6 +98,29 @@ def test_the_full_runs_exercise_every_switch(full_runs, tiny_prior):
     b = torch.load(full_runs["exclude"][0] / "checkpoint.pt", weights_only=True)["agent"]
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert rows(full_runs["include"][0]).iloc[:6].equals(rows(full_runs["exclude"][0]).iloc[:6])  # same first batch
+
+
+def test_rejected_pg_zero_hands_the_gates_rejects_to_the_update(tiny_prior, tmp_path, monkeypatch):
+    """Every kept crystal of a batch is evaluated or rejected, never both; the tiny prior's degenerate cells
+    (built as None, so gated out) are the rejects; crystals past the budget are neither."""
+    from matinvent.rl.methods import MatInvent
+
+    seen = []
+    update = MatInvent.update
+
+    def spy(self, rollout, replay):
+        seen.append((rollout.evaluated.copy(), rollout.rejected.copy(), [c is None for c in rollout.crystals]))
+        return update(self, rollout, replay)
+
+    monkeypatch.setattr(MatInvent, "update", spy)
+    scorer = Scorer(TASK, oracles={"light": LightFraction()})
+    optimize(TASK, "matinvent", BUDGET, 0, tmp_path, all_switches(tiny_prior, "include"), scorer=scorer, progress=False)
+    assert sum(int(r.sum()) for _, r, _ in seen) > 0  # rejects occurred
+    for evaluated, rejected, none in seen[:-1]:  # all but the last batch are kept whole
+        assert not (evaluated & rejected).any() and (evaluated | rejected).all()
+        assert all(rejected[i] for i, n in enumerate(none) if n)
+    evaluated, rejected, _ = seen[-1]
+    assert int(evaluated.sum()) == BUDGET - sum(int(e.sum()) for e, _, _ in seen[:-1])
 
 
 def test_stored_sampling_log_probs_match_the_update_so_the_first_batch_is_never_clipped(tiny_prior, tmp_path):

@@ -18,6 +18,7 @@ VALIDITY = (*GATES, *GATE_ALIASES)  # full = physical+composition, structure = p
 BASELINES = ("none", "batch", "normalize")
 REDUCE = ("sum", "mean")
 REPLAY_PG = ("include", "exclude")
+REJECTED_PG = ("skip", "zero")
 
 
 @dataclass
@@ -63,6 +64,9 @@ class RLConfig:
     # replayed trajectories in the PG: include (like the batch's; with ppo_clip, a clipped importance ratio against
     # the log-probs stored when they were sampled) | exclude (KL term only)
     replay_pg: str = "include"
+    # crystals the validity gate rejects (no oracle call): skip (left out of the update) | zero (reward 0 in the
+    # top-k and the advantages: a negative PG signal that costs no evaluation)
+    rejected_pg: str = "skip"
     kl_weights: ComponentWeights = field(default_factory=ComponentWeights)  # KL weight per component
     natoms_action: bool = False  # N drawn from a learnable categorical (the MDP's first action)
     natoms_lr: float = 0.05  # Adam learning rate of the atom-count logits
@@ -166,6 +170,7 @@ def validate(cfg: RLConfig) -> RLConfig:
         _one_of(cfg, key, BASELINES)
     _one_of(cfg, "logp_reduce", REDUCE)
     _one_of(cfg, "replay_pg", REPLAY_PG)
+    _one_of(cfg, "rejected_pg", REJECTED_PG)
     _one_of(cfg, "validity", VALIDITY)
     _one_of(cfg, "executor", EXECUTORS)
     if cfg.scheduler is not None and (cfg.executor != "dask" or "://" not in str(cfg.scheduler)):
@@ -193,6 +198,7 @@ def paper_loss(cfg: RLConfig) -> RLConfig:
         skip_last=0,
         ppo_clip=0.0,
         replay_pg="include",
+        rejected_pg="skip",
         kl_weights=ComponentWeights(),
         natoms_action=False,
     )

@@ -39,7 +39,10 @@ from matinvent.rl.trajectories import CrystalTrajectory, stack_step
 
 @dataclass
 class Rollout:
-    """One iteration's batch. Arrays are aligned with ``crystals``; rewards are 0 where not evaluated."""
+    """One iteration's batch. Arrays are aligned with ``crystals``; rewards are 0 where not evaluated.
+
+    ``rejected`` marks the crystals of the batch the validity gate turned away (no oracle call; None = none).
+    """
 
     trajectories: list[CrystalTrajectory]
     crystals: list[Crystal | None]
@@ -48,6 +51,13 @@ class Rollout:
     reward: np.ndarray
     filtered: np.ndarray
     keys: list[str]
+    rejected: np.ndarray | None = None
+
+    def scored(self, with_rejected: bool) -> np.ndarray:
+        """The crystals with a known reward: the evaluated ones, plus the rejected ones (reward 0) if asked."""
+        if not with_rejected or self.rejected is None:
+            return self.evaluated
+        return self.evaluated | self.rejected
 
 
 def top_indices(scores: np.ndarray, mask: np.ndarray, k: int) -> list[int]:
@@ -92,10 +102,13 @@ class Method:
         raise NotImplementedError
 
     # --- shared pieces -------------------------------------------------------------------
-    def top_k_and_replay(self, rollout: Rollout, replay) -> tuple[list[CrystalTrajectory], np.ndarray, np.ndarray]:
-        """The top ``topk_ratio`` of the batch by filtered reward, plus the replayed crystals (flagged)."""
+    def top_k_and_replay(
+        self, rollout: Rollout, replay, mask: np.ndarray | None = None
+    ) -> tuple[list[CrystalTrajectory], np.ndarray, np.ndarray]:
+        """The top ``topk_ratio`` of ``mask`` (default: the evaluated crystals) by filtered reward, plus the
+        replayed crystals (flagged)."""
         k = math.ceil(self.cfg.topk_ratio * len(rollout.crystals))
-        top = top_indices(rollout.filtered, rollout.evaluated, k)
+        top = top_indices(rollout.filtered, rollout.evaluated if mask is None else mask, k)
         trajs = [rollout.trajectories[i] for i in top] + [t for _, t in replay]
         rewards = np.array([rollout.filtered[i] for i in top] + [e.reward for e, _ in replay], dtype=np.float64)
         replayed = np.arange(len(trajs)) >= len(top)
@@ -224,8 +237,9 @@ class MatInvent(Method):
     stabilised = True
 
     def update(self, rollout, replay):
-        trajs, rewards, replayed = self.top_k_and_replay(rollout, replay)
-        adv = self.advantages(rewards, rollout.filtered[rollout.evaluated])
+        scored = rollout.scored(self.cfg.rejected_pg == "zero")
+        trajs, rewards, replayed = self.top_k_and_replay(rollout, replay, scored)
+        adv = self.advantages(rewards, rollout.filtered[scored])
         return self.policy_step(trajs, rewards, adv, use_kl=True, replayed=replayed)
 
 

@@ -221,7 +221,7 @@ class RLTrainer:
         metrics.add_many((bool(evaluated[i]), formulas[i], bool(hit[i])) for i in range(n_keep))
         if callback is not None:
             callback("scored", k)
-        rollout = Rollout(trajs, crystals, formulas, evaluated, reward, filtered, keys)
+        rollout = Rollout(trajs, crystals, formulas, evaluated, reward, filtered, keys, rejected=keep & ~valid)
         replayed = self.replay.sample(cfg.replay_per_iter, self.np_rng) if self.runner.uses_replay else []
         stats = self.runner.update(rollout, replayed) if self.runner.trains else {}
         if self.runner.uses_replay:
