@@ -22,6 +22,9 @@ python $py "${common[@]}" --methods matinvent --runs runs/tune/beta003 --name tu
   --set baseline=normalize --set logp_reduce=mean --set beta=0.03
 python $py "${common[@]}" --methods matinvent --runs runs/tune/beta01_natoms --name tune_beta01_natoms \
   --set baseline=normalize --set logp_reduce=mean --set beta=0.1 --set natoms_action=true
+# the validity gate's rejects in the update at reward 0 (rejected_pg: zero)
+python $py "${common[@]}" --methods matinvent --runs runs/tune/rejected_zero --name tune_rejected_zero \
+  --set baseline=normalize --set logp_reduce=mean --set beta=0.1 --set rejected_pg=zero
 # (a "normalize only" rung, runs/tune/norm, was left out for CPU time)
 # Cheaper rollouts (the MDP's T): weighted-denoising at 50 and 100 sampler steps vs the 25 of runs/tune/base.
 python $py --tasks density hhi --seeds 1 2 3 --budget 300 --jobs 2 --no-curves --methods weighted-denoising \
