@@ -97,10 +97,31 @@ def run_config(runs: Path, budget: int, overrides: dict) -> Path:
     path = runs / f"config_budget{budget}.yaml"
     runs.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(cfg, sort_keys=False)
-    if path.exists() and path.read_text() != text and any(runs.glob("*/run.json")):
-        raise SystemExit(f"{path} differs from this invocation's settings; use another --runs folder")
+    if path.exists() and any(runs.glob("*/run.json")):
+        diff = config_difference(yaml.safe_load(path.read_text()) or {}, cfg)
+        if diff:
+            raise SystemExit(f"{path}: {diff}; this invocation's settings differ, use another --runs folder")
     path.write_text(text)
     return path
+
+
+def config_difference(old: dict, new: dict) -> str | None:
+    """The first setting that differs; a key the old file lacks is fine at ``RLConfig``'s default (a newer
+    release's switch, off), so a benchmark started before the switch existed still resumes."""
+    import dataclasses
+
+    from matinvent.rl.config import RLConfig
+
+    defaults = dataclasses.asdict(RLConfig())
+    for key in dict.fromkeys([*old, *new]):
+        if key not in new:
+            return f"key {key!r} is gone"
+        if key not in old:
+            if key not in defaults or new[key] != defaults[key]:
+                return f"key {key!r} is new and not at its default"
+        elif old[key] != new[key]:
+            return f"key {key!r} was {old[key]!r}, now {new[key]!r}"
+    return None
 
 
 def command(task: str, method: str, seed: int, budget: int, path: Path, config: Path) -> list[str]:
