@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prior_hit_rates import RESULTS, SPO, TASKS, task_row  # noqa: E402
+from prior_hit_rates import RESULTS, TASKS, score_properties, task_row  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mp_20" / "val.csv.gz"
 
@@ -41,22 +41,14 @@ def main(argv: list[str] | None = None) -> None:
     from matinvent.datasets import read_cdvae_csv
     from matinvent.rewards import load_task
     from matinvent.rl.trainer import formula_of
-    from matinvent.scoring import Scorer
 
     torch.set_num_threads(args.threads)
     table = read_cdvae_csv(args.data, limit=args.n)
     pool = list(table.crystals)
     formulas = [formula_of(c) for c in pool]
     print(f"{len(pool)} crystals read from {args.data}", flush=True)
-    values: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
-    for prop in SPO:
-        scorer = Scorer(load_task(prop), validity="none")
-        try:
-            values[prop] = np.asarray(scorer(pool).values[prop], dtype=np.float64)
-        finally:
-            scorer.close()
-        print(f"scored {prop}", flush=True)
+    values = score_properties(pool)
     t_score = time.perf_counter() - t0
 
     rows = []

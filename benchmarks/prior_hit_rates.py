@@ -60,6 +60,22 @@ def task_row(task, values: dict[str, np.ndarray], formulas: list[str], budget: i
     }
 
 
+def score_properties(pool: list) -> dict[str, np.ndarray]:
+    """Each single-property task's value for every crystal of ``pool`` (its oracle, no validity gate)."""
+    from matinvent.rewards import load_task
+    from matinvent.scoring import Scorer
+
+    values: dict[str, np.ndarray] = {}
+    for prop in SPO:
+        scorer = Scorer(load_task(prop), validity="none")
+        try:
+            values[prop] = np.asarray(scorer(pool).values[prop], dtype=np.float64)
+        finally:
+            scorer.close()
+        print(f"scored {prop}", flush=True)
+    return values
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=6400, help="crystals sampled (before the validity gate)")
@@ -76,7 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     from matinvent.rewards import load_task
     from matinvent.rl.trainer import formula_of
     from matinvent.sampling import sample_crystals
-    from matinvent.scoring import Scorer
     from matinvent.validity import gate_flags
 
     torch.set_num_threads(args.threads)
@@ -94,15 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     formulas = [formula_of(c) for c in pool]
     print(f"{len(crystals)} sampled in {t_sample:.0f} s, {len(pool)} pass {cfg['validity']}", flush=True)
 
-    values: dict[str, np.ndarray] = {}
     t1 = time.perf_counter()
-    for prop in SPO:
-        scorer = Scorer(load_task(prop), validity="none")
-        try:
-            values[prop] = np.asarray(scorer(pool).values[prop], dtype=np.float64)
-        finally:
-            scorer.close()
-        print(f"scored {prop}", flush=True)
+    values = score_properties(pool)
     t_score = time.perf_counter() - t1
 
     rows = [task_row(load_task(t), values, formulas, args.budget) for t in TASKS]
