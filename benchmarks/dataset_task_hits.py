@@ -14,8 +14,6 @@ chemistry, and which compositions an agent would have to find. Writes
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prior_hit_rates import RESULTS, TASKS, score_properties, task_row  # noqa: E402
+from prior_hit_rates import TASKS, provenance, score_properties, task_row, write_result  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mp_20" / "val.csv.gz"
 
@@ -68,12 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         "data": str(args.data),
         "n": len(pool),
         "seconds_score": t_score,
-        "machine": f"{platform.machine()} CPU, {args.threads} torch thread(s), python {sys.version.split()[0]}",
-        "command": "python benchmarks/dataset_task_hits.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **provenance("dataset_task_hits.py", args.threads, argv),
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
     lines = [
         f"{len(pool)} MP-20 crystals from `{args.data.name}`, scored by the RL oracles (no validity gate); "
         f"{result['machine']}; scoring {t_score:.0f} s. Command: `{result['command']}`.",
@@ -94,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             vals = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if k not in ("formula", "reward"))
             lines.append(f"- {r['task']}: {m['formula']} (reward {m['reward']:.3f}; {vals})")
     text = "\n".join(lines) + "\n"
-    (RESULTS / f"{args.name}.md").write_text(text)
+    write_result(args.name, result, text)
     print(text)
 
 

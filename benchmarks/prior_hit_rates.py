@@ -76,6 +76,22 @@ def score_properties(pool: list) -> dict[str, np.ndarray]:
     return values
 
 
+def provenance(script: str, threads: int, argv: list[str] | None) -> dict[str, str]:
+    """Where and how a result was made: the machine and the command line that reruns it."""
+    args = argv if argv is not None else sys.argv[1:]
+    return {
+        "machine": f"{platform.machine()} CPU, {threads} torch thread(s), python {sys.version.split()[0]}",
+        "command": f"python benchmarks/{script} " + " ".join(args),
+    }
+
+
+def write_result(name: str, result: dict, text: str) -> None:
+    """``benchmarks/results/<name>.json`` and ``.md``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{name}.md").write_text(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=6400, help="crystals sampled (before the validity gate)")
@@ -123,12 +139,9 @@ def main(argv: list[str] | None = None) -> None:
         "validity": cfg["validity"],
         "seconds_sample": t_sample,
         "seconds_score": t_score,
-        "machine": f"{platform.machine()} CPU, {args.threads} torch thread(s), python {sys.version.split()[0]}",
-        "command": "python benchmarks/prior_hit_rates.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **provenance("prior_hit_rates.py", args.threads, argv),
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
     key = f"expected_hits_in_{args.budget}"
     lines = [
         f"Prior `{prior_name}`, {args.n} crystals sampled (seed {args.seed}, T = {cfg['sample_steps']}), "
@@ -145,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['evals_per_hit']:.1f} ({lo:.1f}–{hi:.1f}) | {r[key]:.2f} |"
         )
     text = "\n".join(lines) + "\n"
-    (RESULTS / f"{args.name}.md").write_text(text)
+    write_result(args.name, result, text)
     print(text)
 
 
