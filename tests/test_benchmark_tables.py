@@ -1,0 +1,80 @@
+"""benchmarks/rl_tables.py: the numbers of Tables 1–4 follow their formulas on hand-made run folders."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import rl_tables  # noqa: E402
+
+
+def _run(root: Path, name: str, evaluations: int, hits: int, recheck: dict | None = None, seed: int = 0) -> Path:
+    p = root / name
+    p.mkdir()
+    summary = {
+        "seed": seed,
+        "finished": True,
+        "evaluations": evaluations,
+        "hits": hits,
+        "burden": None,
+        "diversity_ratio": 0.9,
+    }
+    if recheck is not None:
+        summary["recheck"] = recheck
+    (p / "summary.json").write_text(json.dumps(summary))
+    pd.DataFrame({"seconds": [10.0, 2.0, 4.0]}).to_csv(p / "metrics.csv", index=False)
+    return p
+
+
+def test_surviving_burden_pools_rechecked_and_hitless_runs(tmp_path: Path) -> None:
+    a = _run(tmp_path, "a", 600, 10, {"n_hits_distinct": 10, "frac_survive": 1 / 3, "frac_still_hit": 2 / 3})
+    b = _run(tmp_path, "b", 600, 0, seed=1)
+    c = _run(tmp_path, "c", 600, 5, seed=2)  # hits not re-checked yet: left out of the surviving figure
+    row = rl_tables.run_row([a, b, c])
+    assert row["surviving_runs"] == 2
+    assert row["evals_per_surviving_hit"] == pytest.approx(1200 / (10 / 3))
+    # the plain figure: evaluations per hit per seed, one seed without hits makes the mean infinite
+    assert row["burden_is_evals_per_hit"] is True
+    assert math.isinf(row["burden_mean"])
+    assert row["pooled_evals_per_hit"] == pytest.approx(1800 / 15)
+    assert row["seconds_per_iteration"] == pytest.approx(3.0)  # first iteration (warm-up) left out
+    assert row["recheck_runs"] == 1 and row["recheck_frac_survive"] == pytest.approx(1 / 3)
+
+
+def test_no_survivor_is_infinite_and_no_recheck_is_none(tmp_path: Path) -> None:
+    a = _run(tmp_path, "a", 600, 4, {"n_hits_distinct": 4, "frac_survive": 0.0, "frac_still_hit": 0.5})
+    assert math.isinf(rl_tables.run_row([a])["evals_per_surviving_hit"])
+    b = _run(tmp_path, "b", 600, 4)
+    assert rl_tables.run_row([b])["evals_per_surviving_hit"] is None
+
+
+def test_markdown_shows_both_burdens_and_the_papers_diversity(tmp_path: Path) -> None:
+    a = _run(tmp_path, "a", 600, 12, {"n_hits_distinct": 12, "frac_survive": 0.5, "frac_still_hit": 1.0})
+    row = rl_tables.run_row([a])
+    row.update(task="band_gap", method="matinvent", ratio_to_prior=None, ratio_large=None)
+    row.update(paper_burden=(14.4, 1.3), paper_burden_over_1000=False)
+    text = rl_tables.markdown({"budget": 600, "machine": "m", "config": "c", "overrides": {}, "rows": [row]})
+    line = next(x for x in text.splitlines() if x.startswith("| band_gap | matinvent"))
+    cells = [x.strip() for x in line.strip("|").split("|")]
+    header = next(x for x in text.splitlines() if x.startswith("| task"))
+    names = [x.strip() for x in header.strip("|").split("|")]
+    got = dict(zip(names, cells, strict=True))
+    assert got["Burden ↓"] == "50.0 ± 0.0*"
+    assert got["per surviving hit"] == "100.0 (n = 1)"
+    assert got["paper div."] == "0.970"
+    assert got["paper Burden"] == "14.4 ± 1.3"
+
+
+def test_paper_diversity_and_large_sample_bound() -> None:
+    assert rl_tables.paper_diversity("hhi", "prior") == 0.961
+    assert rl_tables.paper_diversity("hhi", "weighted-denoising") is None
+    ratio, bound = rl_tables.large_sample_ratio(60.0, {"distinct_hits": 0, "evals_per_hit": None,
+                                                       "evals_per_hit_ci95": [1200.0, math.inf]})  # fmt: skip
+    assert bound is True and ratio == pytest.approx(0.05)
+    assert rl_tables.large_sample_ratio(60.0, {"distinct_hits": 3, "evals_per_hit": 30.0}) == (2.0, False)
