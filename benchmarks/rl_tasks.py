@@ -5,6 +5,7 @@
     python benchmarks/rl_tasks.py --set ppo_clip=0.2 --set natoms_action=true --runs runs/variant
     python benchmarks/rl_tasks.py --recheck 3           # afterwards: relax ≤ 3 hits per run (SevenNet-0)
     python benchmarks/rl_tasks.py --table-only          # rebuild tables/curves from the run folders
+    python benchmarks/rl_tasks.py --rehull              # rechecks' E_hull against a newer shipped hull
     python benchmarks/rl_tasks.py --paper               # the full reproduction (GPU machine, see below)
 
 Each (task, method, seed) is one ``matinvent optimize`` run folder under ``--runs`` (1 torch
@@ -204,6 +205,21 @@ def recheck_all(args: argparse.Namespace) -> None:
     run_all(jobs, names, logs, args.jobs)
 
 
+def rehull_all(args: argparse.Namespace) -> None:
+    """``matinvent recheck RUN --rehull``: every re-checked run's E_hull against the shipped hull again."""
+    from matinvent.recheck import rehull_run
+
+    n = 0
+    for s in args.seeds:
+        for t in args.tasks:
+            for m in args.methods:
+                p = run_dir(args.runs, t, m, s)
+                if (p / "recheck.json").exists():
+                    rehull_run(p)
+                    n += 1
+    print(f"re-hulled {n} rechecks", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", nargs="+", default=SPO + MPO)
@@ -221,11 +237,14 @@ def main() -> None:
         "--prior-rates", default=PRIOR_RATES, help="prior_hit_rates.py's JSON for the × prior (large) column"
     )
     ap.add_argument("--no-curves", action="store_true")
+    ap.add_argument("--rehull", action="store_true", help="recompute the rechecks' E_hull against the shipped hull")
     args = ap.parse_args()
     if args.paper:
         args.budget, args.seeds, args.jobs = 3000, [0, 1, 2, 3, 4], 8
         args.set = ["device=cuda", *args.set]
-    if args.recheck:
+    if args.rehull:
+        rehull_all(args)
+    elif args.recheck:
         recheck_all(args)
     elif not args.table_only:
         config = run_config(args.runs, args.budget, {"recheck_n": 0, **parse_sets(args.set)})

@@ -216,6 +216,31 @@ def test_cli_recheck_prints_the_headline(stub_run, monkeypatch, capsys):
     assert "run.json" in capsys.readouterr().err
 
 
+def test_rehull_rescores_e_hull_and_survival_without_relaxing(stub_run, tmp_path, capsys):
+    run, relaxer = stub_run
+    with pytest.raises(FileNotFoundError, match="recheck.json"):
+        recheck.rehull_run(run)
+    before = recheck.recheck_run(run, n_max=None, relaxer=relaxer, progress=False)
+    cifs = sorted(p.read_text() for p in (run / "recheck").glob("*.cif"))
+    # a fuller hull puts NaCl 0.1 eV/atom lower: the relaxed NaCl (0.05 above the old hull) is now 0.15 above
+    hull = tmp_path / "hull.csv"
+    hull.write_text(f"formula,e_form_per_atom\nNaCl,{E_FORM_ON_HULL['NaCl'] - 0.1}\nMgO,{E_FORM_ON_HULL['MgO']}\n")
+    assert main(["recheck", str(run), "--rehull", "--hull", str(hull)]) == 0
+    assert "rewrote" in capsys.readouterr().out
+    out = json.loads((run / "recheck.json").read_text())
+    nacl, mgo, kcl, broken = out["hits"]
+    assert nacl["e_above_hull"] == pytest.approx(0.15, abs=1e-5) and nacl["e_hull_le_0.1"] is False
+    assert nacl["still_hit"] is True and nacl["survives"] is False
+    assert mgo["e_above_hull"] == pytest.approx(0.0, abs=1e-5) and mgo["survives"] is False  # still not a hit
+    assert kcl["e_above_hull"] is None and broken["survives"] is False
+    assert out["frac_survive"] == 0.0 and out["burden_rechecked"] is None and before["frac_survive"] == 0.25
+    assert out["frac_e_hull_le_0.1"] == 0.25 and out["hull"] == str(hull)
+    assert out["wall_s"] == before["wall_s"] and out["checked_ids"] == before["checked_ids"]
+    assert json.loads((run / "summary.json").read_text())["recheck"]["frac_survive"] == 0.0
+    assert pd.read_csv(run / "recheck.csv")["survives"].tolist() == [False] * 4
+    assert sorted(p.read_text() for p in (run / "recheck").glob("*.cif")) == cifs  # untouched
+
+
 # ----------------------------------------------------------------------------- SevenNet-0
 
 

@@ -208,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--no-mlip-moduli", action="store_true", help="skip the MLIP's own bulk/shear moduli (~30 relaxations per hit)"
     )
+    q.add_argument(
+        "--rehull",
+        action="store_true",
+        help="no relaxation: recompute E_hull and survival of the existing recheck against --hull (default: shipped)",
+    )
     q.set_defaults(func=commands.cmd_recheck)
 
     q = sub.add_parser("export", help="write a run's hits (or all its scored crystals) with their properties")

@@ -215,8 +215,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_recheck(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from matinvent.recheck import RECHECK_JSON, headline_table, recheck_run
+    from matinvent.recheck import RECHECK_JSON, headline_table, recheck_run, rehull_run
 
+    if args.rehull:
+        result = rehull_run(args.run, hull=args.hull)
+        print(headline_table(result))
+        print(f"rewrote {Path(args.run) / RECHECK_JSON} and recheck.csv against {result['hull']}")
+        return 0
     if args.threads:
         import torch
 

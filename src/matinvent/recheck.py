@@ -153,6 +153,50 @@ def recheck_run(
     return result
 
 
+def rehull_run(run_dir: str | Path, hull: str | Path | ReferenceHull | None = None) -> dict[str, Any]:
+    """Recompute E_hull, ``e_hull_le_0.1``, ``survives`` and the headline of an existing recheck against
+    ``hull`` from the stored MLIP formation energies: no relaxation (seconds, not minutes per hit).
+
+    For a better hull than the one the recheck used (a newer shipped file, a user's DFT hull). Rewrites
+    ``recheck.json``, ``recheck.csv`` and the ``recheck`` block of ``summary.json``; the relaxed CIFs stay.
+
+    Raises:
+        FileNotFoundError: the run has no ``recheck.json`` yet.
+        ValueError: the task scores ``e_above_hull`` itself (its hit flags depend on the hull: rerun
+            :func:`recheck_run`).
+    """
+    from matinvent.hull import e_above_hull_with_reason
+
+    run_dir = Path(run_dir)
+    path = run_dir / RECHECK_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no {RECHECK_JSON}: run 'matinvent recheck {run_dir}' first")
+    result = json.loads(path.read_text())
+    rows = result.get("hits", [])
+    properties = list(rows[0]["original"]) if rows else []
+    if "e_above_hull" in properties:
+        raise ValueError(f"{path}: task {result.get('task')!r} scores e_above_hull; rerun the full recheck instead")
+    reference = hull if isinstance(hull, ReferenceHull) else load_hull(hull)
+    for row in rows:
+        e_form = row.get("e_form_mlip")
+        if e_form is None:
+            continue
+        e_hull, _ = e_above_hull_with_reason(row["formula"], float(e_form), reference)
+        finite = math.isfinite(e_hull)
+        row["e_above_hull"] = e_hull if finite else None
+        row["e_hull_le_0.1"] = bool(e_hull <= STABLE_THRESHOLD) if finite else None
+        if row.get("still_hit") is not None:
+            row["survives"] = bool(row["still_hit"]) and row["e_hull_le_0.1"] is True
+    result.update(_summary(rows, result["n_hits_distinct"], result["subset"], result["evaluations"],
+                           bool(result.get("mlip_properties"))))  # fmt: skip
+    result.update(hull=reference.source, hits=rows)
+    result = _clean(result)
+    _write_json(path, result)
+    _write_csv(run_dir / RECHECK_CSV, rows, properties)
+    _merge_summary(run_dir / SUMMARY, {k: result[k] for k in HEADLINE})
+    return result
+
+
 def headline_table(result: dict[str, Any]) -> str:
     """The headline numbers of a recheck as a two-column text table."""
     lines = []
