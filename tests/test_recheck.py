@@ -222,16 +222,20 @@ def test_rehull_rescores_e_hull_and_survival_without_relaxing(stub_run, tmp_path
         recheck.rehull_run(run)
     before = recheck.recheck_run(run, n_max=None, relaxer=relaxer, progress=False)
     cifs = sorted(p.read_text() for p in (run / "recheck").glob("*.cif"))
-    # a fuller hull puts NaCl 0.1 eV/atom lower: the relaxed NaCl (0.05 above the old hull) is now 0.15 above
+    # another hull puts NaCl 0.1 eV/atom lower (the relaxed NaCl, 0.05 above the old hull, is now 0.15
+    # above) and MgO 0.3 higher (MgO now 0.3 below it: a hull gap, counted in n_far_below_hull)
     hull = tmp_path / "hull.csv"
-    hull.write_text(f"formula,e_form_per_atom\nNaCl,{E_FORM_ON_HULL['NaCl'] - 0.1}\nMgO,{E_FORM_ON_HULL['MgO']}\n")
+    hull.write_text(
+        f"formula,e_form_per_atom\nNaCl,{E_FORM_ON_HULL['NaCl'] - 0.1}\nMgO,{E_FORM_ON_HULL['MgO'] + 0.3}\n"
+    )
     assert main(["recheck", str(run), "--rehull", "--hull", str(hull)]) == 0
     assert "rewrote" in capsys.readouterr().out
     out = json.loads((run / "recheck.json").read_text())
     nacl, mgo, kcl, broken = out["hits"]
     assert nacl["e_above_hull"] == pytest.approx(0.15, abs=1e-5) and nacl["e_hull_le_0.1"] is False
     assert nacl["still_hit"] is True and nacl["survives"] is False
-    assert mgo["e_above_hull"] == pytest.approx(0.0, abs=1e-5) and mgo["survives"] is False  # still not a hit
+    assert mgo["e_above_hull"] == pytest.approx(-0.3, abs=1e-5) and mgo["survives"] is False  # still not a hit
+    assert before["n_far_below_hull"] == 0 and out["n_far_below_hull"] == 1
     assert kcl["e_above_hull"] is None and broken["survives"] is False
     assert out["frac_survive"] == 0.0 and out["burden_rechecked"] is None and before["frac_survive"] == 0.25
     assert out["frac_e_hull_le_0.1"] == 0.25 and out["hull"] == str(hull)

@@ -45,7 +45,7 @@ from matinvent.memory import read_memory
 from matinvent.oracles.mlip import MLIPRelaxer
 from matinvent.rewards import Task, load_task
 from matinvent.scoring import MLIP_PROPERTIES
-from matinvent.stability import STABLE_THRESHOLD, empty_row, measure_structure, pick_indices
+from matinvent.stability import FAR_BELOW_HULL, STABLE_THRESHOLD, empty_row, measure_structure, pick_indices
 
 RUN_FILE = "run.json"
 SUMMARY = "summary.json"
@@ -54,7 +54,7 @@ RECHECK_CSV = "recheck.csv"
 CIF_DIR = "recheck"
 HEADLINE = (
     "n_hits_distinct", "n_checked", "subset", "frac_still_hit", "frac_still_hit_mlip", "median_e_above_hull",
-    "frac_e_hull_le_0.1", "frac_survive", "burden_rechecked", "burden_rechecked_is_estimate",
+    "frac_e_hull_le_0.1", "n_far_below_hull", "frac_survive", "burden_rechecked", "burden_rechecked_is_estimate",
 )  # fmt: skip
 
 
@@ -330,6 +330,7 @@ def _summary(rows: list[dict[str, Any]], n_hits: int, subset: str, evaluations: 
         "mean_e_above_hull": float(e_hull.mean()) if len(e_hull) else None,
         "median_e_above_hull": float(np.median(e_hull)) if len(e_hull) else None,
         "frac_e_hull_le_0.1": _fraction(rows, "e_hull_le_0.1"),
+        "n_far_below_hull": int((e_hull < FAR_BELOW_HULL).sum()),  # hull gaps or MLIP errors, not discoveries
         "frac_survive": frac_survive,
         "n_survive": sum(r["survives"] is True for r in rows),
         "burden_rechecked": burden,
