@@ -192,11 +192,15 @@ def markdown(result: dict) -> str:
             f"{'–' if div is None else f'{div:.3f}'} | {rc} | {surv} | {sec} |"
         )
     if result.get("prior_rates"):
+        from matinvent.api import DEFAULT_METHOD
+
         mi, n_mi = target_counts(result["rows"], "matinvent", 0.25, 0.9)
+        de, n_de = target_counts(result["rows"], DEFAULT_METHOD, 0.2)
         wd, n_wd = target_counts(result["rows"], "weighted-denoising", 0.2)
         lines += [
             "",
             f"Targets (× prior (large), mean over the runs so far): `matinvent` ≤ 0.25× with diversity ratio ≥ 0.9 "
-            f"on {mi} of {n_mi} tasks; `weighted-denoising` (the default) ≤ 0.2× on {wd} of {n_wd}.",
+            f"on {mi} of {n_mi} tasks; the default method (`{DEFAULT_METHOD}`) ≤ 0.2× on {de} of {n_de}; "
+            f"`weighted-denoising` ≤ 0.2× on {wd} of {n_wd}.",
         ]
     return "\n".join(lines) + "\n"

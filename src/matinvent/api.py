@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from matinvent.rewards import Task
     from matinvent.rl.config import RLConfig
 
-DEFAULT_METHOD = "weighted-denoising"
+DEFAULT_METHOD = "matinvent"  # the paper's Eq. 17 with our stabilisers (README: Benchmarks)
 
 
 # ----------------------------------------------------------------------------------- tasks
