@@ -1,9 +1,9 @@
 """Convex hull of formation energies, and the energy above it (eV/atom).
 
 The hull shipped with the package (``matinvent/data/mp20_hull_entries.csv.gz``, written by
-``scripts/build_hull.py``) holds one entry per reduced formula from the MP-20 rows whose
-properties we have (val split + 1,000 train rows). Energies are Materials Project formation
-energies per atom (GGA/GGA+U with the MP2020 corrections), so a generated crystal must be put
+``scripts/build_hull.py``) holds one entry per reduced formula of the MP-20 structures we have
+(val split + ``train_partial``: 21,649 formulas). Energies are formation energies per atom on the
+Materials Project scale (GGA/GGA+U with the MP2020 corrections), so a generated crystal must be put
 on the same scale: :meth:`matinvent.oracles.mlip.MLIPRelaxer.formation_energy` does that for
 SevenNet-0 (MP2020-corrected energy vs MP elemental references), and the ``e_above_hull`` oracle
 (:class:`matinvent.oracles.mlip.MLIPEnergyAboveHull`) compares it with this hull.
@@ -13,13 +13,16 @@ Hull file format (CSV, optionally gzipped; one header line):
 - ``formula`` (required): composition, e.g. ``NaCl`` or ``Fe2O3`` (read by pymatgen ``Composition``);
 - ``e_form_per_atom`` (required): formation energy per atom, eV/atom, elements at 0;
 - ``material_id``, ``energy_kind`` (optional): provenance. In the shipped file ``energy_kind`` is
-  ``computed`` (the material's own formation energy; MP put it on the hull) or ``hull`` (MP's hull
-  energy at that composition, ``e_form − e_above_hull`` of ``material_id``: a point on MP's hull
-  whose stable phases are not all in MP-20, so it can only make the hull more complete).
-  With these points the shipped hull gives every one of its 10,047 source rows MP's own
-  ``e_above_hull`` (largest difference 5e-5 eV/atom). Away from those compositions it is still
-  MP's hull thinned out (MP-20 keeps ≤ 20-atom cells with E_hull < 0.08 eV/atom, and only about
-  10k of its 45k rows have energies here), so E_hull of new compositions can come out too low.
+  ``computed`` (MP's formation energy of a material MP puts on its hull; 4,588 entries), ``hull``
+  (MP's hull energy at that composition, ``e_form − e_above_hull`` of ``material_id``: a point on
+  MP's hull whose stable phases are not all in MP-20; 4,777) or ``sevennet`` (12,284 MP-20 train
+  structures whose energies our copy of MP-20 lacks: SevenNet-0's MP2020-scale formation energy of
+  MP's relaxed cell, one energy, no relaxation; 0.009 eV/atom MAE against MP on 50 val rows, and
+  at most MP-20's 0.08 eV/atom above MP's hull). The DFT entries alone give each of their 10,047
+  source rows MP's own ``e_above_hull`` (largest difference 5e-5 eV/atom); with the SevenNet-0
+  points the largest difference is 0.041 eV/atom. Away from these compositions it is still MP's
+  hull thinned out (MP-20 keeps ≤ 20-atom cells with E_hull < 0.08 eV/atom, and ~42 % of MP-20's
+  train split is missing here), so E_hull of new compositions can still come out too low.
 
 Every element that occurs in an entry gets a 0 eV/atom reference entry. A single pymatgen
 ``PhaseDiagram`` over ~90 elements cannot be built (qhull in ~90 dimensions), and
