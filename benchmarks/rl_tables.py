@@ -69,9 +69,9 @@ def run_row(paths: list[Path]) -> dict | None:
         df = pd.read_csv(p / "metrics.csv")
         if len(df) > 1:
             sec.append(float(df["seconds"].iloc[1:].mean()))
-    rc = [s.get("recheck") or {} for s in sums]
-    surv = [r["frac_survive"] for r in rc if r.get("frac_survive") is not None]
-    still = [r["frac_still_hit"] for r in rc if r.get("frac_still_hit") is not None]
+    checked = [r for r in (s.get("recheck") or {} for s in sums) if r.get("frac_survive") is not None]
+    surv = [r["frac_survive"] for r in checked]
+    still = [r["frac_still_hit"] for r in checked]
     surv_evals, surv_hits, surv_runs = surviving_hits(sums)
     b_mean, b_std = _mean_std(burdens)
     d_mean, d_std = _mean_std([s["diversity_ratio"] for s in sums])
@@ -90,6 +90,9 @@ def run_row(paths: list[Path]) -> dict | None:
         "recheck_runs": len(surv),
         "recheck_frac_still_hit": _mean_std(still)[0] if still else None,
         "recheck_frac_survive": _mean_std(surv)[0] if surv else None,
+        "recheck_checked": sum(r["n_checked"] for r in checked),
+        "recheck_still_hit": sum(round(r["frac_still_hit"] * r["n_checked"]) for r in checked),
+        "recheck_survive": sum(round(r["frac_survive"] * r["n_checked"]) for r in checked),
         "surviving_runs": surv_runs,
         "evals_per_surviving_hit": _ratio(surv_evals, surv_hits) if surv_runs else None,
     }
@@ -153,7 +156,8 @@ def markdown(result: dict) -> str:
         "Burden marked * = evaluations per hit (fewer than 100 distinct hits within the budget); "
         "× prior = our Burden over our frozen prior's; "
         "paper = the MatInvent paper's Tables 1–4 (budget 3000, 5 seeds).",
-        "re-checked = of the hits relaxed with SevenNet-0 and re-scored: still a hit / still a hit and E_hull ≤ 0.1 "
+        "re-checked = of the hits relaxed with SevenNet-0 and re-scored (pooled over the runs): still a hit / "
+        "still a hit and E_hull ≤ 0.1 "
         "(= survives); per surviving hit = evaluations over distinct hits × survival rate, pooled over the "
         "re-checked (or hitless) runs (n), the honest Burden.",
         f"× prior (large) = our Burden over the frozen prior's evaluations per hit in {result['prior_rates']} "
@@ -179,7 +183,8 @@ def markdown(result: dict) -> str:
             large += " (pooled)" if r.get("pooled") else ""
         rc = "–"
         if r["recheck_runs"]:
-            rc = f"{r['recheck_frac_still_hit']:.2f} / {r['recheck_frac_survive']:.2f} ({r['recheck_runs']} runs)"
+            n = r["recheck_checked"]
+            rc = f"{r['recheck_still_hit']}/{n} / {r['recheck_survive']}/{n} ({r['recheck_runs']} runs)"
         surv = "–"
         if r.get("evals_per_surviving_hit") is not None:
             e = r["evals_per_surviving_hit"]

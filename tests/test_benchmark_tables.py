@@ -33,7 +33,9 @@ def _run(root: Path, name: str, evaluations: int, hits: int, recheck: dict | Non
 
 
 def test_surviving_burden_pools_rechecked_and_hitless_runs(tmp_path: Path) -> None:
-    a = _run(tmp_path, "a", 600, 10, {"n_hits_distinct": 10, "frac_survive": 1 / 3, "frac_still_hit": 2 / 3})
+    a = _run(
+        tmp_path, "a", 600, 10, {"n_hits_distinct": 10, "n_checked": 3, "frac_survive": 1 / 3, "frac_still_hit": 2 / 3}
+    )
     b = _run(tmp_path, "b", 600, 0, seed=1)
     c = _run(tmp_path, "c", 600, 5, seed=2)  # hits not re-checked yet: left out of the surviving figure
     row = rl_tables.run_row([a, b, c])
@@ -45,17 +47,20 @@ def test_surviving_burden_pools_rechecked_and_hitless_runs(tmp_path: Path) -> No
     assert row["pooled_evals_per_hit"] == pytest.approx(1800 / 15)
     assert row["seconds_per_iteration"] == pytest.approx(3.0)  # first iteration (warm-up) left out
     assert row["recheck_runs"] == 1 and row["recheck_frac_survive"] == pytest.approx(1 / 3)
+    assert (row["recheck_checked"], row["recheck_still_hit"], row["recheck_survive"]) == (3, 2, 1)
 
 
 def test_no_survivor_is_infinite_and_no_recheck_is_none(tmp_path: Path) -> None:
-    a = _run(tmp_path, "a", 600, 4, {"n_hits_distinct": 4, "frac_survive": 0.0, "frac_still_hit": 0.5})
+    a = _run(tmp_path, "a", 600, 4, {"n_hits_distinct": 4, "n_checked": 4, "frac_survive": 0.0, "frac_still_hit": 0.5})
     assert math.isinf(rl_tables.run_row([a])["evals_per_surviving_hit"])
     b = _run(tmp_path, "b", 600, 4)
     assert rl_tables.run_row([b])["evals_per_surviving_hit"] is None
 
 
 def test_markdown_shows_both_burdens_and_the_papers_diversity(tmp_path: Path) -> None:
-    a = _run(tmp_path, "a", 600, 12, {"n_hits_distinct": 12, "frac_survive": 0.5, "frac_still_hit": 1.0})
+    a = _run(
+        tmp_path, "a", 600, 12, {"n_hits_distinct": 12, "n_checked": 4, "frac_survive": 0.5, "frac_still_hit": 1.0}
+    )
     row = rl_tables.run_row([a])
     row.update(task="band_gap", method="matinvent", ratio_to_prior=None, ratio_large=None)
     row.update(paper_burden=(14.4, 1.3), paper_burden_over_1000=False)
@@ -67,6 +72,7 @@ def test_markdown_shows_both_burdens_and_the_papers_diversity(tmp_path: Path) ->
     got = dict(zip(names, cells, strict=True))
     assert got["Burden ↓"] == "50.0 ± 0.0*"
     assert got["per surviving hit"] == "100.0 (n = 1)"
+    assert got["re-checked"] == "4/4 / 2/4 (1 runs)"
     assert got["paper div."] == "0.970"
     assert got["paper Burden"] == "14.4 ± 1.3"
 
