@@ -59,7 +59,11 @@ def test_no_survivor_is_infinite_and_no_recheck_is_none(tmp_path: Path) -> None:
 
 def test_markdown_shows_both_burdens_and_the_papers_diversity(tmp_path: Path) -> None:
     a = _run(
-        tmp_path, "a", 600, 12, {"n_hits_distinct": 12, "n_checked": 4, "frac_survive": 0.5, "frac_still_hit": 1.0}
+        tmp_path,
+        "a",
+        600,
+        12,
+        {"n_hits_distinct": 12, "n_checked": 4, "frac_survive": 0.5, "frac_still_hit": 1.0, "n_far_below_hull": 1},
     )
     row = rl_tables.run_row([a])
     row.update(task="band_gap", method="matinvent", ratio_to_prior=None, ratio_large=None)
@@ -72,7 +76,7 @@ def test_markdown_shows_both_burdens_and_the_papers_diversity(tmp_path: Path) ->
     got = dict(zip(names, cells, strict=True))
     assert got["Burden ↓"] == "50.0 ± 0.0*"
     assert got["per surviving hit"] == "100.0 (n = 1)"
-    assert got["re-checked"] == "4/4 / 2/4 (1 runs)"
+    assert got["re-checked"] == "4/4 / 2/4 (1 runs; 1 far below hull)"
     assert got["paper div."] == "0.970"
     assert got["paper Burden"] == "14.4 ± 1.3"
 
