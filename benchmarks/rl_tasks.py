@@ -187,21 +187,23 @@ def write_outputs(result: dict, args: argparse.Namespace) -> None:
             shutil.copy(png, RESULTS / f"{args.name}_{t}_{png.name}")
 
 
+def all_runs(args: argparse.Namespace) -> list[tuple[str, str, int, Path]]:
+    """(task, method, seed, run folder) of the selection, seed by seed."""
+    return [(t, m, s, run_dir(args.runs, t, m, s)) for s in args.seeds for t in args.tasks for m in args.methods]
+
+
 def recheck_all(args: argparse.Namespace) -> None:
     """``matinvent recheck --n-max N`` on every finished run that has hits and no recheck.json yet."""
     jobs, names, logs = [], [], []
-    for s in args.seeds:
-        for t in args.tasks:
-            for m in args.methods:
-                p = run_dir(args.runs, t, m, s)
-                if not is_finished(p, args.budget) or (p / "recheck.json").exists():
-                    continue
-                if not json.loads((p / "summary.json").read_text()).get("hits"):
-                    continue
-                cmd = [sys.executable, "-m", "matinvent.cli", "recheck", str(p), "--n-max", str(args.recheck)]
-                jobs.append(cmd + ["--seed", str(s), "--threads", "1", "--no-mlip-moduli"])
-                names.append(f"recheck {p.name}")
-                logs.append(p.parent / f"{p.name}.recheck.log")
+    for _, _, s, p in all_runs(args):
+        if not is_finished(p, args.budget) or (p / "recheck.json").exists():
+            continue
+        if not json.loads((p / "summary.json").read_text()).get("hits"):
+            continue
+        cmd = [sys.executable, "-m", "matinvent.cli", "recheck", str(p), "--n-max", str(args.recheck)]
+        jobs.append(cmd + ["--seed", str(s), "--threads", "1", "--no-mlip-moduli"])
+        names.append(f"recheck {p.name}")
+        logs.append(p.parent / f"{p.name}.recheck.log")
     run_all(jobs, names, logs, args.jobs)
 
 
@@ -209,15 +211,10 @@ def rehull_all(args: argparse.Namespace) -> None:
     """``matinvent recheck RUN --rehull``: every re-checked run's E_hull against the shipped hull again."""
     from matinvent.recheck import rehull_run
 
-    n = 0
-    for s in args.seeds:
-        for t in args.tasks:
-            for m in args.methods:
-                p = run_dir(args.runs, t, m, s)
-                if (p / "recheck.json").exists():
-                    rehull_run(p)
-                    n += 1
-    print(f"re-hulled {n} rechecks", flush=True)
+    done = [p for *_, p in all_runs(args) if (p / "recheck.json").exists()]
+    for p in done:
+        rehull_run(p)
+    print(f"re-hulled {len(done)} rechecks", flush=True)
 
 
 def main() -> None:
@@ -248,16 +245,9 @@ def main() -> None:
         recheck_all(args)
     elif not args.table_only:
         config = run_config(args.runs, args.budget, {"recheck_n": 0, **parse_sets(args.set)})
-        jobs, names, logs = [], [], []
-        for s in args.seeds:
-            for t in args.tasks:
-                for m in args.methods:
-                    p = run_dir(args.runs, t, m, s)
-                    if not is_finished(p, args.budget):
-                        jobs.append(command(t, m, s, args.budget, p, config))
-                        names.append(p.name)
-                        logs.append(p.parent / f"{p.name}.log")
-        run_all(jobs, names, logs, args.jobs)
+        todo = [(t, m, s, p) for t, m, s, p in all_runs(args) if not is_finished(p, args.budget)]
+        jobs = [command(t, m, s, args.budget, p, config) for t, m, s, p in todo]
+        run_all(jobs, [p.name for *_, p in todo], [p.parent / f"{p.name}.log" for *_, p in todo], args.jobs)
     write_outputs(table(args), args)
 
 

@@ -45,7 +45,14 @@ from matinvent.memory import read_memory
 from matinvent.oracles.mlip import MLIPRelaxer
 from matinvent.rewards import Task, load_task
 from matinvent.scoring import MLIP_PROPERTIES
-from matinvent.stability import FAR_BELOW_HULL, STABLE_THRESHOLD, empty_row, measure_structure, pick_indices
+from matinvent.stability import (
+    FAR_BELOW_HULL,
+    STABLE_THRESHOLD,
+    empty_row,
+    is_stable,
+    measure_structure,
+    pick_indices,
+)
 
 RUN_FILE = "run.json"
 SUMMARY = "summary.json"
@@ -184,9 +191,9 @@ def rehull_run(run_dir: str | Path, hull: str | Path | ReferenceHull | None = No
         e_hull, _ = e_above_hull_with_reason(row["formula"], float(e_form), reference)
         finite = math.isfinite(e_hull)
         row["e_above_hull"] = e_hull if finite else None
-        row["e_hull_le_0.1"] = bool(e_hull <= STABLE_THRESHOLD) if finite else None
+        row["e_hull_le_0.1"] = is_stable(e_hull) if finite else None
         if row.get("still_hit") is not None:
-            row["survives"] = bool(row["still_hit"]) and row["e_hull_le_0.1"] is True
+            _set_survives(row)
     result.update(_summary(rows, result["n_hits_distinct"], result["subset"], result["evaluations"],
                            bool(result.get("mlip_properties"))))  # fmt: skip
     result.update(hull=reference.source, hits=rows)
@@ -309,7 +316,12 @@ def _rescore(
         row["reward_relaxed"] = float(reward[k])
         row["still_hit"] = bool(hit[k])
         row["still_hit_mlip"] = bool(hit_mlip[k]) if mlip_props else None
-        row["survives"] = bool(hit[k]) and row["e_hull_le_0.1"] is True
+        _set_survives(row)
+
+
+def _set_survives(row: dict[str, Any]) -> None:
+    """A re-scored hit survives when it is still a hit and within the stability threshold of the hull."""
+    row["survives"] = bool(row["still_hit"]) and row["e_hull_le_0.1"] is True
 
 
 def _summary(rows: list[dict[str, Any]], n_hits: int, subset: str, evaluations: int, mlip: bool) -> dict[str, Any]:

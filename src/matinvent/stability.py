@@ -70,6 +70,11 @@ ROW_KEYS = (  # the columns of a row, in order
 )  # fmt: skip
 
 
+def is_stable(e_above_hull: float) -> bool:
+    """Within ``STABLE_THRESHOLD`` of the hull (eV/atom, with ``HULL_TOL`` of floating-point slack)."""
+    return e_above_hull <= STABLE_THRESHOLD + HULL_TOL
+
+
 def pick_indices(n_total: int, n: int, seed: int = 0) -> list[int]:
     """A seeded random subset of ``min(n, n_total)`` positions in ``range(n_total)``, sorted."""
     if n < 1:
@@ -148,7 +153,7 @@ def measure_structure(
     if math.isfinite(energy.e_form):
         row["hull_compounds"] = hull.n_compounds(el.symbol for el in r.structure.composition.elements)
     if math.isfinite(energy.e_above_hull):
-        row["stable"] = energy.e_above_hull <= STABLE_THRESHOLD + HULL_TOL
+        row["stable"] = is_stable(energy.e_above_hull)
         row["on_hull"] = energy.e_above_hull <= ON_HULL_THRESHOLD + HULL_TOL
     try:
         rmsd, matched = relaxation_rmsd(right_handed(structure), r.structure)
