@@ -98,9 +98,8 @@ def worker_main(scratch: Path, fd: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from fuzz.exercise import STATS, run_case
-
     import matinvent.cli  # noqa: F401 - imported before the first case, not inside its time
+    from fuzz.exercise import STATS, run_case
 
     os.write(fd, b"ready\n")
     for line in sys.stdin:

@@ -166,6 +166,11 @@ def markdown(result: dict) -> str:
         "evaluations over all their hits, where a seed found none)."
         if result.get("prior_rates")
         else "× prior (large): no benchmarks/results/prior_hit_rates.json (python benchmarks/prior_hit_rates.py).",
+        *(
+            [f"† = row kept from {result['kept_rows_from']} (an earlier run set; its runs are not re-done here)."]
+            if result.get("kept_rows_from")
+            else []
+        ),
         "",
         "| task | method | runs | hits | Burden ↓ | × prior | × prior (large) | paper Burden | Diversity ratio ↑ "
         "| paper div. | re-checked | per surviving hit | s / it |",
@@ -193,8 +198,9 @@ def markdown(result: dict) -> str:
             e = r["evals_per_surviving_hit"]
             surv = ("none" if not math.isfinite(e) else f"{e:.1f}") + f" (n = {r['surviving_runs']})"
         div = paper_diversity(r["task"], r["method"])
+        kept = " †" if r.get("kept_from") else ""
         lines.append(
-            f"| {r['task']} | {r['method']} | {r['finished']}/{len(r['seeds'])} | {r['hits']} | "
+            f"| {r['task']} | {r['method']}{kept} | {r['finished']}/{len(r['seeds'])} | {r['hits']} | "
             f"{burden} | {ratio} | {large} | {_fmt_paper(r)} | "
             f"{r['diversity_ratio_mean']:.3f} ± {r['diversity_ratio_std']:.3f} | "
             f"{'–' if div is None else f'{div:.3f}'} | {rc} | {surv} | {sec} |"

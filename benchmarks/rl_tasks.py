@@ -7,6 +7,8 @@
     python benchmarks/rl_tasks.py --table-only          # rebuild tables/curves from the run folders
     python benchmarks/rl_tasks.py --rehull              # rechecks' E_hull against a newer shipped hull
     python benchmarks/rl_tasks.py --paper               # the full reproduction (GPU machine, see below)
+    python benchmarks/rl_tasks.py --methods matinvent --runs runs/v2 --keep-rows benchmarks/results/rl_tasks.json
+                                                        # re-run one method; the other rows from the earlier JSON
 
 Each (task, method, seed) is one ``matinvent optimize`` run folder under ``--runs`` (1 torch
 thread each, ``--jobs`` at a time) with ``configs/rl_benchmark.yaml`` plus ``--set`` overrides.
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 
 import yaml
+
 from rl_tables import PAPER_BURDEN, large_sample_ratio, markdown, run_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,15 +131,29 @@ def run_all(jobs: list[list[str]], names: list[str], logs: list[Path], n_paralle
 PRIOR_RATES = RESULTS / "prior_hit_rates.json"
 
 
+def kept_rows(path: Path | None) -> dict[tuple[str, str], dict]:
+    """Rows of an earlier result JSON by (task, method): ``--keep-rows`` fills cells this run set lacks."""
+    if path is None:
+        return {}
+    try:
+        rows = json.loads(Path(path).read_text())["rows"]
+        return {(r["task"], r["method"]): r for r in rows}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"--keep-rows {path}: not a rl_tasks.py result JSON ({exc})") from exc
+
+
 def table(args: argparse.Namespace) -> dict:
     rates = {}
     if args.prior_rates and Path(args.prior_rates).exists():
         rates = {r["task"]: r for r in json.loads(Path(args.prior_rates).read_text())["rows"]}
+    kept = kept_rows(args.keep_rows)
     rows = []
     for t in args.tasks:
         prior = None
         for m in args.methods:
             row = run_row([run_dir(args.runs, t, m, s) for s in args.seeds])
+            if row is None and (t, m) in kept:
+                row = dict(kept[(t, m)], kept_from=str(args.keep_rows))
             if row is None:
                 continue
             row.update(task=t, method=m)
@@ -158,6 +175,7 @@ def table(args: argparse.Namespace) -> dict:
         "overrides": parse_sets(args.set),
         "command": "python benchmarks/rl_tasks.py " + " ".join(sys.argv[1:]),
         "prior_rates": str(Path(args.prior_rates).resolve().relative_to(ROOT)) if rates else None,
+        "kept_rows_from": str(args.keep_rows) if kept else None,
         "rows": rows,
     }
 
@@ -234,6 +252,11 @@ def main() -> None:
         "--prior-rates", default=PRIOR_RATES, help="prior_hit_rates.py's JSON for the × prior (large) column"
     )
     ap.add_argument("--no-curves", action="store_true")
+    ap.add_argument(
+        "--keep-rows",
+        type=Path,
+        help="an earlier result JSON: its (task, method) rows fill the cells with no run folders here",
+    )
     ap.add_argument("--rehull", action="store_true", help="recompute the rechecks' E_hull against the shipped hull")
     args = ap.parse_args()
     if args.paper:

@@ -88,3 +88,31 @@ def test_paper_diversity_and_large_sample_bound() -> None:
                                                        "evals_per_hit_ci95": [1200.0, math.inf]})  # fmt: skip
     assert bound is True and ratio == pytest.approx(0.05)
     assert rl_tables.large_sample_ratio(60.0, {"distinct_hits": 3, "evals_per_hit": 30.0}) == (2.0, False)
+
+
+def test_keep_rows_fills_missing_cells_and_feeds_the_prior_ratio(tmp_path: Path) -> None:
+    import argparse
+
+    import rl_tasks
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for seed in (7, 8):
+        _run(runs, f"hhi_matinvent_s{seed}", 600, 20, seed=seed)  # 30 evaluations per hit
+    earlier = {"rows": [{"task": "hhi", "method": "prior", "burden_mean": 60.0, "hits": [10, 10]},
+                        {"task": "hhi", "method": "matinvent", "burden_mean": 99.0, "hits": [1, 1]}]}  # fmt: skip
+    keep = tmp_path / "earlier.json"
+    keep.write_text(json.dumps(earlier))
+    args = argparse.Namespace(
+        tasks=["hhi"], methods=["prior", "matinvent"], seeds=[7, 8], runs=runs, prior_rates=None, keep_rows=keep,
+        jobs=2, budget=600, set=[],
+    )  # fmt: skip
+    rows = {r["method"]: r for r in rl_tasks.table(args)["rows"]}
+    assert rows["prior"]["kept_from"] == str(keep)  # no prior run folders here: the earlier row
+    assert "kept_from" not in rows["matinvent"]  # run folders win over the earlier row
+    assert rows["matinvent"]["burden_mean"] == pytest.approx(30.0)
+    assert rows["matinvent"]["ratio_to_prior"] == pytest.approx(0.5)
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="bad.json"):
+        rl_tasks.kept_rows(bad)

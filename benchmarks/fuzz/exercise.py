@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from fuzz.checks import cif_violation, frame_violation, value_mismatch
 from fuzz.folders import run_argv
 

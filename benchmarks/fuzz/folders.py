@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from fuzz.cif import _pick
 
 # a ramp wide enough that every crystal earns a reward > 0, so the run's replay buffer has trajectories to damage

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+
 from fuzz.checks import reference_value, structure_violation
 from fuzz.cif import model_of, mutate
 from fuzz.folders import damage_prior, damage_run, make_base

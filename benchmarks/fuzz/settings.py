@@ -8,6 +8,7 @@ that is no UTF-8 YAML mapping), ``accept`` when it must load, ``any`` when eithe
 from __future__ import annotations
 
 import numpy as np
+
 from fuzz.cif import _pick
 
 REJECT_NUMBERS = [

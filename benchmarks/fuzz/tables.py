@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 import pandas as pd
+
 from fuzz.cif import _pick, model_of, mutate
 
 
