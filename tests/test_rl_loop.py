@@ -226,7 +226,7 @@ def test_a_run_that_never_gets_a_valid_crystal_stops_with_a_message(tiny_prior, 
     "method, key",
     [
         ("matinvent", "epochs"),
-        ("reinforce", "epochs"),
+        ("reinforce", "reinforce_epochs"),
         ("hill-climb", "hc_epochs"),
         ("weighted-denoising", "wd_epochs"),
     ],
@@ -249,6 +249,6 @@ def test_each_method_takes_its_own_number_of_optimiser_steps(tiny_prior, tmp_pat
 
     monkeypatch.setattr(torch.optim.Adam, "step", counting_step)
     monkeypatch.setattr(METHOD_CLASSES[method], "update", counting_update)
-    steps = {"epochs": 1, "hc_epochs": 1, "wd_epochs": 1, key: 3}
+    steps = {"epochs": 1, "reinforce_epochs": 1, "hc_epochs": 1, "wd_epochs": 1, key: 3}
     run(tiny_prior, tmp_path / method, method=method, budget=12, **steps)
     assert per_update and set(per_update) <= {0, 3} and 3 in per_update

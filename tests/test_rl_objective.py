@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from matinvent.crystal_diffusion import TransitionParams
 from matinvent.rl.config import ComponentWeights, RLConfig
 from matinvent.rl.methods import MatInvent, Rollout
 from matinvent.rl.objective import (
+    LOG_RATIO_MAX,
     advantages,
     component_dims,
     component_kls,
@@ -101,6 +103,22 @@ def test_ppo_rows_without_a_stored_log_prob_fall_back_to_the_plain_policy_gradie
     use = torch.tensor([True, False, False])
     loss, _ = policy_loss(logp, adv, logp_old, clip=0.2, use_ratio=use)
     torch.testing.assert_close(loss, torch.tensor([-2.4, 4.0, -3.0], dtype=torch.float64))
+
+
+def test_ppo_gradient_stays_finite_with_huge_summed_log_probs():
+    # summed log-probs of near-deterministic steps reach thousands of nats: exp(log p − 0) of a row without a
+    # stored log-prob overflowed and torch.where sent 0 · inf = NaN into the gradient (found in the PPO default)
+    logp = torch.tensor([3000.0, 1500.0, -2.0], dtype=torch.float64, requires_grad=True)
+    adv = torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)
+    logp_old = torch.tensor([0.0, 1400.0, -2.0], dtype=torch.float64)  # row 0 not stored; row 1 off by 100 nats
+    use = torch.tensor([False, True, True])
+    loss, ratio = policy_loss(logp, adv, logp_old, clip=0.2, use_ratio=use)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(logp.grad).all()
+    assert float(loss[0]) == -3000.0 and float(logp.grad[0]) == -1.0  # the plain −A·log p there
+    # row 1: A < 0 and ρ > 1 + ε keeps the unclipped branch, with ρ capped at exp(LOG_RATIO_MAX)
+    assert float(ratio[1]) == pytest.approx(math.exp(LOG_RATIO_MAX))
+    assert float(ratio[2]) == 1.0
 
 
 # --- kl_loss, floored, dims -----------------------------------------------------------------------

@@ -45,7 +45,7 @@ class RLConfig:
     # cdvae+composition | cdvae (the 0.5 Å check of earlier releases) | none; old names full, structure
     validity: str = "physical+composition"
     lr: float = 5e-4  # Adam; tuned on the density task with mp20_small on a CPU (few iterations per run)
-    epochs: int = 2  # optimiser steps per iteration (policy-gradient methods: matinvent, reinforce)
+    epochs: int = 2  # matinvent: optimiser steps per iteration, each on K freshly drawn steps
     grad_clip: float = 1.0
     alpha: float = 1.0  # policy-gradient weight
     # PG weight: none (r, the paper) | batch (r − mean) | normalize ((r − mean)/std, clipped at ±adv_clip; default,
@@ -80,6 +80,7 @@ class RLConfig:
     hc_epochs: int = 4
     wd_epochs: int = 8  # weighted-denoising: optimiser steps per iteration (each a fraction of a PG step's cost)
     reinforce_baseline: str = "none"  # reinforce's PG weight (none = plain REINFORCE; batch | normalize)
+    reinforce_epochs: int = 2  # reinforce: optimiser steps per iteration (no clipped ratio: the paper's loss)
     wd_prior_weight: float = 1.0  # weighted-denoising: weight of the MSE pull toward the prior's predictions
     device: str = "cpu"
     threads: int = 0
@@ -127,6 +128,7 @@ BOUNDS: dict[str, Bounds] = {
     "hc_top_ratio": Bounds(0, 1, low_open=True),
     "hc_epochs": Bounds(1, 1000),
     "wd_epochs": Bounds(1, 1000),
+    "reinforce_epochs": Bounds(1, 1000),
     "wd_prior_weight": Bounds(0, 1000),
     "threads": Bounds(0, 1024),
     "workers": Bounds(1, 4096),

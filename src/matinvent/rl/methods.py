@@ -139,8 +139,9 @@ class Method:
         adv: np.ndarray,
         use_kl: bool,
         replayed: np.ndarray | None = None,
+        epochs: int | None = None,
     ) -> dict[str, float]:
-        """``epochs`` optimiser steps on the (stabilised) Eq. 17, mean over trajectories.
+        """``epochs`` (default ``cfg.epochs``) optimiser steps on the (stabilised) Eq. 17, mean over trajectories.
 
         Per drawn step: α·PG(log p, A) + β·(λ − r)·Σ_c w_c KL_c (:mod:`matinvent.rl.objective`),
         scaled by T/K; plus, with the atom-count action, the same two terms for N once per epoch.
@@ -161,7 +162,8 @@ class Method:
         T = len(self.ts) - cfg.skip_last
         stats = {"loss": 0.0, "logp": 0.0, "kl": 0.0, "clip_frac": 0.0}
         n_terms = 0
-        for _ in range(cfg.epochs):
+        n_epochs = cfg.epochs if epochs is None else epochs
+        for _ in range(n_epochs):
             steps = self.draw_steps()
             scale = T / len(steps)
             self.opt.zero_grad(set_to_none=True)
@@ -177,18 +179,18 @@ class Method:
                         q = self.prior.transition_params(tr, batch, num_atoms)
                     kl = component_kls(p, q, batch, num_atoms, cfg.sigma_floor, cfg.logp_reduce)
                     loss = loss + cfg.beta * kl_loss(kl, r, cfg.lam, kl_w)
-                    stats["kl"] += scale * float((kl.detach() * kl_w).sum(-1).mean()) / cfg.epochs
+                    stats["kl"] += scale * float((kl.detach() * kl_w).sum(-1).mean()) / n_epochs
                 loss = scale * loss.mean()
                 loss.backward()
-                stats["loss"] += float(loss.detach()) / cfg.epochs
-                stats["logp"] += scale * float(lp.detach().mean()) / cfg.epochs
+                stats["loss"] += float(loss.detach()) / n_epochs
+                stats["logp"] += scale * float(lp.detach().mean()) / n_epochs
                 if clip > 0:  # over the rows that use the ratio (stored log-probs, in the PG)
                     used = has_old & pg_on
                     clipped = ((ratio - 1).abs() > clip) & used
                     stats["clip_frac"] += float(clipped.sum()) / max(int(used.sum()), 1)
                 n_terms += 1
             if self.natoms is not None:
-                stats["loss"] += self._natoms_step(trajs, r, a, pg_on, use_kl) / cfg.epochs
+                stats["loss"] += self._natoms_step(trajs, r, a, pg_on, use_kl) / n_epochs
             params = list(self.agent.parameters())
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             if self.natoms is not None:
@@ -252,7 +254,8 @@ class Reinforce(Method):
         adv = advantages(rollout.reward, reference, self.cfg.reinforce_baseline, self.cfg.adv_clip)
         keep = rollout.evaluated & (adv != 0)  # a zero advantage adds no gradient
         idx = np.flatnonzero(keep).tolist()
-        return self.policy_step([rollout.trajectories[i] for i in idx], rollout.reward[idx], adv[idx], use_kl=False)
+        trajs = [rollout.trajectories[i] for i in idx]
+        return self.policy_step(trajs, rollout.reward[idx], adv[idx], use_kl=False, epochs=self.cfg.reinforce_epochs)
 
 
 class HillClimb(Method):

@@ -111,6 +111,9 @@ def advantages(rewards: np.ndarray, reference: np.ndarray, mode: str, clip: floa
     raise ValueError(f"unknown baseline mode {mode!r}")
 
 
+LOG_RATIO_MAX = 20.0
+
+
 def policy_loss(
     logp: torch.Tensor,
     adv: torch.Tensor,
@@ -126,7 +129,10 @@ def policy_loss(
     """
     if logp_old is None:
         return -adv * logp, torch.ones_like(logp)
-    ratio = torch.exp(logp - logp_old)
+    if use_ratio is not None:  # rows without stored log-probs: ratio 1, so no exp overflow (a NaN gradient) there
+        logp_old = torch.where(use_ratio, logp_old, logp.detach())
+    # log-ratios beyond ±LOG_RATIO_MAX (summed log-probs of near-deterministic steps) would overflow exp
+    ratio = torch.exp(torch.clamp(logp - logp_old, -LOG_RATIO_MAX, LOG_RATIO_MAX))
     if clip <= 0:
         return -adv * logp, ratio.detach()
     ppo = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
