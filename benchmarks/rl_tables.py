@@ -167,7 +167,7 @@ def markdown(result: dict) -> str:
         if result.get("prior_rates")
         else "× prior (large): no benchmarks/results/prior_hit_rates.json (python benchmarks/prior_hit_rates.py).",
         *(
-            [f"† = row kept from {result['kept_rows_from']} (an earlier run set; its runs are not re-done here)."]
+            [f"† = row kept from {result['kept_rows_from']}: an earlier run set, not re-run here."]
             if result.get("kept_rows_from")
             else []
         ),

@@ -131,22 +131,37 @@ def run_all(jobs: list[list[str]], names: list[str], logs: list[Path], n_paralle
 PRIOR_RATES = RESULTS / "prior_hit_rates.json"
 
 
-def kept_rows(path: Path | None) -> dict[tuple[str, str], dict]:
-    """Rows of an earlier result JSON by (task, method): ``--keep-rows`` fills cells this run set lacks."""
+def kept_rows(path: Path | None) -> tuple[dict[tuple[str, str], dict], str | None, dict | None]:
+    """Rows of an earlier result JSON by (task, method), a line naming its settings and its resolved config:
+    ``--keep-rows`` fills the cells this run set lacks."""
     if path is None:
-        return {}
+        return {}, None, None
     try:
-        rows = json.loads(Path(path).read_text())["rows"]
-        return {(r["task"], r["method"]): r for r in rows}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        old = json.loads(Path(path).read_text())
+        rows = {(r["task"], r["method"]): r for r in old["rows"]}
+        settings = f"{old.get('config')} + {old.get('overrides') or 'no overrides'}, budget {old.get('budget')}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SystemExit(f"--keep-rows {path}: not a rl_tasks.py result JSON ({exc})") from exc
+    return rows, f"{path} ({settings})", old.get("config_values")
+
+
+def settings_difference(kept: dict | None, here: dict | None) -> str:
+    """'key kept vs here' for every setting that differs between two run sets' resolved configs."""
+    if not kept or not here:
+        return ""
+    keys = [k for k in dict.fromkeys([*kept, *here]) if kept.get(k) != here.get(k)]
+    return "; ".join(f"{k} {kept.get(k)!r} there, {here.get(k)!r} here" for k in keys)
 
 
 def table(args: argparse.Namespace) -> dict:
     rates = {}
     if args.prior_rates and Path(args.prior_rates).exists():
         rates = {r["task"]: r for r in json.loads(Path(args.prior_rates).read_text())["rows"]}
-    kept = kept_rows(args.keep_rows)
+    kept, kept_from, kept_config = kept_rows(args.keep_rows)
+    config_file = args.runs / f"config_budget{args.budget}.yaml"
+    config_values = yaml.safe_load(config_file.read_text()) if config_file.exists() else None
+    if kept_from and settings_difference(kept_config, config_values):
+        kept_from += "; differs in " + settings_difference(kept_config, config_values)
     rows = []
     for t in args.tasks:
         prior = None
@@ -175,7 +190,8 @@ def table(args: argparse.Namespace) -> dict:
         "overrides": parse_sets(args.set),
         "command": "python benchmarks/rl_tasks.py " + " ".join(sys.argv[1:]),
         "prior_rates": str(Path(args.prior_rates).resolve().relative_to(ROOT)) if rates else None,
-        "kept_rows_from": str(args.keep_rows) if kept else None,
+        "kept_rows_from": kept_from if any(r.get("kept_from") for r in rows) else None,
+        "config_values": config_values,
         "rows": rows,
     }
 

@@ -99,15 +99,25 @@ def test_keep_rows_fills_missing_cells_and_feeds_the_prior_ratio(tmp_path: Path)
     runs.mkdir()
     for seed in (7, 8):
         _run(runs, f"hhi_matinvent_s{seed}", 600, 20, seed=seed)  # 30 evaluations per hit
-    earlier = {"rows": [{"task": "hhi", "method": "prior", "burden_mean": 60.0, "hits": [10, 10]},
-                        {"task": "hhi", "method": "matinvent", "burden_mean": 99.0, "hits": [1, 1]}]}  # fmt: skip
+    rows = [
+        {"task": "hhi", "method": "prior", "burden_mean": 60.0, "hits": [10, 10]},
+        {"task": "hhi", "method": "matinvent", "burden_mean": 99.0, "hits": [1, 1]},
+    ]
+    earlier = {"config": "c.yaml", "overrides": {"beta": 1.0}, "budget": 600, "rows": rows,
+               "config_values": {"beta": 1.0, "epochs": 2}}  # fmt: skip
+    (runs / "config_budget600.yaml").write_text("beta: 1.0\nepochs: 4\n")
     keep = tmp_path / "earlier.json"
     keep.write_text(json.dumps(earlier))
     args = argparse.Namespace(
         tasks=["hhi"], methods=["prior", "matinvent"], seeds=[7, 8], runs=runs, prior_rates=None, keep_rows=keep,
         jobs=2, budget=600, set=[],
     )  # fmt: skip
-    rows = {r["method"]: r for r in rl_tasks.table(args)["rows"]}
+    result = rl_tasks.table(args)
+    rows = {r["method"]: r for r in result["rows"]}
+    assert (
+        result["kept_rows_from"] == f"{keep} (c.yaml + {{'beta': 1.0}}, budget 600); differs in epochs 2 there, 4 here"
+    )
+    assert result["config_values"] == {"beta": 1.0, "epochs": 4}
     assert rows["prior"]["kept_from"] == str(keep)  # no prior run folders here: the earlier row
     assert "kept_from" not in rows["matinvent"]  # run folders win over the earlier row
     assert rows["matinvent"]["burden_mean"] == pytest.approx(30.0)
@@ -116,3 +126,5 @@ def test_keep_rows_fills_missing_cells_and_feeds_the_prior_ratio(tmp_path: Path)
     bad.write_text("[1, 2]")
     with pytest.raises(SystemExit, match="bad.json"):
         rl_tasks.kept_rows(bad)
+    args.keep_rows = None
+    assert rl_tasks.table(args)["kept_rows_from"] is None
