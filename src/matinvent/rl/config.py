@@ -45,7 +45,8 @@ class RLConfig:
     # cdvae+composition | cdvae (the 0.5 Å check of earlier releases) | none; old names full, structure
     validity: str = "physical+composition"
     lr: float = 5e-4  # Adam; tuned on the density task with mp20_small on a CPU (few iterations per run)
-    epochs: int = 2  # matinvent: optimiser steps per iteration, each on K freshly drawn steps
+    # matinvent: optimiser steps per iteration, each on K freshly drawn steps (4 with ppo_clip: tune_ppo_ep4.md)
+    epochs: int = 4
     grad_clip: float = 1.0
     alpha: float = 1.0  # policy-gradient weight
     # PG weight: none (r, the paper) | batch (r − mean) | normalize ((r − mean)/std, clipped at ±adv_clip; default,
@@ -60,7 +61,7 @@ class RLConfig:
     logp_reduce: str = "mean"  # mean (default): each component's log p and KL averaged over its size | sum (paper)
     sigma_floor: float = 0.0  # floor on the Gaussian σ in log-probs and KLs (0 = none)
     skip_last: int = 0  # the last k reverse steps (near-deterministic) never enter the update
-    ppo_clip: float = 0.0  # ε of PPO's clipped ratio vs. the log-probs stored at sampling (0 = plain PG)
+    ppo_clip: float = 0.2  # ε of PPO's clipped ratio vs. the log-probs stored at sampling (0 = plain PG)
     # replayed trajectories in the PG: include (like the batch's; with ppo_clip, a clipped importance ratio against
     # the log-probs stored when they were sampled) | exclude (KL term only)
     replay_pg: str = "include"
