@@ -83,22 +83,38 @@ def run_config(runs: Path, budget: int, overrides: dict) -> Path:
     return path
 
 
-def config_difference(old: dict, new: dict) -> str | None:
-    """The first setting that differs; a key the old file lacks is fine at ``RLConfig``'s default (a newer
-    release's switch, off), so a benchmark started before the switch existed still resumes."""
+def rl_defaults() -> dict:
+    """``RLConfig``'s defaults as plain values (what a config file lacking a key means)."""
     import dataclasses
 
     from matinvent.rl.config import RLConfig
 
-    defaults = dataclasses.asdict(RLConfig())
+    return dataclasses.asdict(RLConfig())
+
+
+def differing_settings(old: dict, new: dict) -> list[str]:
+    """Keys whose values differ, a key one side lacks counting as ``RLConfig``'s default there."""
+    defaults, missing = rl_defaults(), object()
+    return [
+        k
+        for k in dict.fromkeys([*old, *new])
+        if old.get(k, defaults.get(k, missing)) != new.get(k, defaults.get(k, missing))
+    ]
+
+
+def config_difference(old: dict, new: dict) -> str | None:
+    """The first setting that differs; a key the old file lacks is fine at ``RLConfig``'s default (a newer
+    release's switch, off), so a benchmark started before the switch existed still resumes."""
+    differ = set(differing_settings(old, new))
     for key in dict.fromkeys([*old, *new]):
         if key not in new:
             return f"key {key!r} is gone"
-        if key not in old:
-            if key not in defaults or new[key] != defaults[key]:
-                return f"key {key!r} is new and not at its default"
-        elif old[key] != new[key]:
-            return f"key {key!r} was {old[key]!r}, now {new[key]!r}"
+        if key in differ:
+            return (
+                f"key {key!r} is new and not at its default"
+                if key not in old
+                else f"key {key!r} was {old[key]!r}, now {new[key]!r}"
+            )
     return None
 
 
@@ -146,11 +162,14 @@ def kept_rows(path: Path | None) -> tuple[dict[tuple[str, str], dict], str | Non
 
 
 def settings_difference(kept: dict | None, here: dict | None) -> str:
-    """'key kept vs here' for every setting that differs between two run sets' resolved configs."""
+    """'key kept there, here here' for every setting in which two run sets' resolved configs differ."""
     if not kept or not here:
         return ""
-    keys = [k for k in dict.fromkeys([*kept, *here]) if kept.get(k) != here.get(k)]
-    return "; ".join(f"{k} {kept.get(k)!r} there, {here.get(k)!r} here" for k in keys)
+    defaults = rl_defaults()
+    return "; ".join(
+        f"{k} {kept.get(k, defaults.get(k))!r} there, {here.get(k, defaults.get(k))!r} here"
+        for k in differing_settings(kept, here)
+    )
 
 
 def table(args: argparse.Namespace) -> dict:
@@ -160,8 +179,9 @@ def table(args: argparse.Namespace) -> dict:
     kept, kept_from, kept_config = kept_rows(args.keep_rows)
     config_file = args.runs / f"config_budget{args.budget}.yaml"
     config_values = yaml.safe_load(config_file.read_text()) if config_file.exists() else None
-    if kept_from and settings_difference(kept_config, config_values):
-        kept_from += "; differs in " + settings_difference(kept_config, config_values)
+    differ = settings_difference(kept_config, config_values)
+    if kept_from and differ:
+        kept_from += "; differs in " + differ
     rows = []
     for t in args.tasks:
         prior = None
