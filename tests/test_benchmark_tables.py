@@ -128,3 +128,27 @@ def test_keep_rows_fills_missing_cells_and_feeds_the_prior_ratio(tmp_path: Path)
         rl_tasks.kept_rows(bad)
     args.keep_rows = None
     assert rl_tasks.table(args)["kept_rows_from"] is None
+
+
+def test_compare_table_marks_kept_rows_and_counts_targets() -> None:
+    import rl_compare
+
+    def row(task: str, method: str, ratio: float | None, div: float, surv: float | None, **kw) -> dict:
+        return {"task": task, "method": method, "ratio_large": ratio, "ratio_large_is_bound": False,
+                "diversity_ratio_mean": div, "hits": [3, 4], "recheck_runs": 2, "recheck_checked": 6,
+                "recheck_still_hit": 4, "recheck_survive": 2, "evals_per_surviving_hit": surv, **kw}  # fmt: skip
+
+    new = {"rows": [
+        row("hhi", "matinvent", 0.15, 0.86, 11.0), row("hhi", "prior", 1.0, 0.97, 71.0),
+        row("T2", "matinvent", 1.89, 0.92, math.inf, kept_from="old.json", ratio_large_is_bound=True),
+        row("density", "matinvent", 0.2, 0.95, None),
+    ]}  # fmt: skip
+    old = {"rows": [row("hhi", "matinvent", 0.24, 0.93, 64.0)]}
+    md = rl_compare.compare([("new", new), ("old", old)], "matinvent", None)
+    lines = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert lines["hhi"] == "| hhi | 0.15 | 0.24 | 0.86 | [3, 4] | 4 / 2 of 6 | 11 / 64 / 71 |"
+    assert lines["T2"].startswith("| T2 | < 1.89 † | – | 0.92 † |") and "none † / – / –" in lines["T2"]
+    assert lines["density"].endswith("| – / – / – |")  # no re-check, no row in the other sets
+    assert list(lines)[1:] == ["density", "hhi", "T2"]  # the paper's task order, not the input's
+    # ≤ 0.25× with diversity ≥ 0.9: density only (hhi is under 0.9, T2's bound is above); ≤ 0.2×: hhi, density
+    assert "on 1 of 3 tasks with a ratio; ≤ 0.2× on 2 of 3." in md and "† = row kept" in md
