@@ -152,3 +152,15 @@ def test_compare_table_marks_kept_rows_and_counts_targets() -> None:
     assert list(lines)[1:] == ["density", "hhi", "T2"]  # the paper's task order, not the input's
     # ≤ 0.25× with diversity ≥ 0.9: density only (hhi is under 0.9, T2's bound is above); ≤ 0.2×: hhi, density
     assert "on 1 of 3 tasks with a ratio; ≤ 0.2× on 2 of 3." in md and "† = row kept" in md
+
+
+def test_saturated_counts_follow_the_filter_rule() -> None:
+    import saturated_evaluations as se
+
+    # Buff 2: the third and fourth "A" are saturated; the fourth is A's only hit, so that hit is lost without them
+    rows = [("A", False), ("B", True), ("A", False), ("A", False), ("C", False), ("A", True)]
+    c = se.saturated_counts(rows, buff=2)
+    assert (c["evaluations"], c["saturated"], c["hits"], c["hits_only_from_saturated"]) == (6, 2, 2, 1)
+    assert c["diversity_ratio"] == pytest.approx(3 / 6) and c["diversity_ratio_without"] == pytest.approx(3 / 4)
+    assert c["evals_per_hit"] == pytest.approx(3.0) and c["evals_per_hit_without"] == pytest.approx(4.0)
+    assert se.saturated_counts([("A", False)] * 3, buff=5)["saturated"] == 0
