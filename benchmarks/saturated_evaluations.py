@@ -15,51 +15,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import sqlite3
-from collections import Counter
 from pathlib import Path
+
+from matinvent.memory import read_memory
+from matinvent.metrics import RunningMetrics
+from matinvent.rl.diversity import DiversityFilter
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
-def saturated_counts(rows: list[tuple[str, bool]], buff: int) -> dict:
-    """``rows`` = (formula, hit) of the evaluated crystals in order; counts with and without the saturated ones."""
-    occ: Counter[str] = Counter()
-    hits_all, hits_kept, formulas_kept = set(), set(), set()
-    saturated = 0
+def saturated_counts(rows: list[tuple[str, bool]], buff: int, tol: int = 0) -> dict:
+    """``rows`` = (formula, hit) of the evaluated crystals in order; counts with and without the crystals the
+    diversity filter zeroes (Occ ≥ Buff; Tol only shapes the decay before that)."""
+    dfilter = DiversityFilter(tol, buff)
+    every, kept = RunningMetrics(), RunningMetrics()
     for formula, hit in rows:
-        skip = occ[formula] >= buff
-        occ[formula] += 1
-        if hit:
-            hits_all.add(formula)
-        if skip:
-            saturated += 1
-            continue
-        formulas_kept.add(formula)
-        if hit:
-            hits_kept.add(formula)
-    n, kept = len(rows), len(rows) - saturated
+        every.add(True, formula, hit)
+        if dfilter([formula], [1.0])[0] > 0:
+            kept.add(True, formula, hit)
     return {
-        "evaluations": n,
-        "saturated": saturated,
-        "hits": len(hits_all),
-        "hits_only_from_saturated": len(hits_all - hits_kept),
-        "diversity_ratio": len(occ) / n if n else math.nan,
-        "diversity_ratio_without": len(formulas_kept) / kept if kept else math.nan,
-        "evals_per_hit": n / len(hits_all) if hits_all else math.inf,
-        "evals_per_hit_without": kept / len(hits_kept) if hits_kept else math.inf,
+        "evaluations": every.evaluations,
+        "saturated": every.evaluations - kept.evaluations,
+        "hits": every.hits,
+        "hits_only_from_saturated": len(every.hit_formulas - kept.hit_formulas),
+        "diversity_ratio": every.diversity_ratio,
+        "diversity_ratio_without": kept.diversity_ratio,
+        "evals_per_hit": every.evals_per_hit,
+        "evals_per_hit_without": kept.evals_per_hit,
     }
 
 
 def run_counts(run: Path) -> dict:
-    buff = int(json.loads((run / "run.json").read_text())["config"]["df_buff"])
-    con = sqlite3.connect(f"file:{run / 'memory.sqlite'}?mode=ro", uri=True)
-    try:
-        rows = con.execute("SELECT formula, hit FROM crystals WHERE valid = 1 ORDER BY iteration, idx").fetchall()
-    finally:
-        con.close()
-    return {"run": str(run), "buff": buff, **saturated_counts([(f, bool(h)) for f, h in rows], buff)}
+    cfg = json.loads((run / "run.json").read_text())["config"]
+    tol, buff = int(cfg["df_tol"]), int(cfg["df_buff"])
+    mem = read_memory(run).sort_values(["iteration", "idx"])
+    rows = [(f, bool(h)) for f, h in mem.loc[mem["valid"] == 1, ["formula", "hit"]].itertuples(index=False)]
+    return {"run": str(run), "buff": buff, **saturated_counts(rows, buff, tol)}
 
 
 def main() -> None:
