@@ -75,8 +75,8 @@ class RLConfig:
     replay_size: int = 100
     replay_per_iter: int = 10
     replay_min_reward: float = 0.1
-    df_tol: int = 3
-    df_buff: int = 6
+    df_tol: int = 0  # diversity filter (paper: no values); (3, 6) until 2026-12-02 15:30
+    df_buff: int = 2
     hc_top_ratio: float = 0.4  # hill climbing: fraction of the batch fine-tuned on
     hc_epochs: int = 4
     wd_epochs: int = 8  # weighted-denoising: optimiser steps per iteration (each a fraction of a PG step's cost)

@@ -20,7 +20,7 @@ import numpy as np
 
 
 class DiversityFilter:
-    def __init__(self, tol: int = 3, buff: int = 6) -> None:
+    def __init__(self, tol: int = 0, buff: int = 2) -> None:
         if not 0 <= tol < buff:
             raise ValueError(f"diversity filter needs 0 <= tol < buff, got tol={tol}, buff={buff}")
         self.tol, self.buff = tol, buff
