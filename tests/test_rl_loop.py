@@ -197,10 +197,11 @@ def test_matinvent_raises_a_toy_reward_with_bounded_kl(tmp_path):
     task = task_from_dict(
         {"name": "heavy", "properties": {"heavy": {"target": "above", "threshold": 0.99, "ramp": 0.99}}}
     )
+    # the filter at (3, 6): at the default (0, 2) the toy's few formulas saturate within 10 iterations
     cfg = RLConfig(
         prior="mp20_small", batch_size=16, sample_steps=10, validity="none", kl_steps=5, threads=1, replay_per_iter=4,
         baseline="none", logp_reduce="sum", df_tol=3, df_buff=6,
-    )  # fmt: skip  (the filter at (3, 6): at the default (0, 2) the toy's few formulas saturate within 10 iterations)
+    )  # fmt: skip
     scorer = Scorer(task, oracles={"heavy": HeavyFraction()})
     optimize(task, "matinvent", 10_000, 0, tmp_path, cfg, scorer=scorer, progress=False, max_iterations=10)
     before = heavy_fraction(load_prior("mp20_small"), steps=10)
