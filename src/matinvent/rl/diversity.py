@@ -20,7 +20,8 @@ import numpy as np
 
 
 class DiversityFilter:
-    def __init__(self, tol: int = 0, buff: int = 2) -> None:
+    def __init__(self, tol: int, buff: int) -> None:
+        """``tol``, ``buff``: Tol and Buff above (defaults live in ``RLConfig.df_tol``, ``df_buff``)."""
         if not 0 <= tol < buff:
             raise ValueError(f"diversity filter needs 0 <= tol < buff, got tol={tol}, buff={buff}")
         self.tol, self.buff = tol, buff
