@@ -7,8 +7,8 @@
 Per task: ``method``'s ratio to the frozen prior's evaluations per hit (large sample) in every set, the
 ``other`` method's ratio (first set), then for the first set the diversity ratio, distinct hits per seed
 and the re-checked hits, and evaluations per *surviving* hit in every set, ``other`` and the prior.
-A row the first set kept from an earlier set (``kept_from``) is marked †. The target line counts the
-first set. Writes ``benchmarks/results/<name>.{md,json}``.
+A row the first set kept from an earlier set (``kept_from``) is marked † (‡, … for further origins).
+The target line counts the first set. Writes ``benchmarks/results/<name>.{md,json}``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import math
 from pathlib import Path
 
-from rl_tables import target_counts
+from rl_tables import MARKS, kept_mark, kept_origins, target_counts
 from rl_tasks import MPO, SPO
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
@@ -62,7 +62,7 @@ def compare(sets: list[tuple[str, dict]], method: str, other: str | None) -> str
         lead = tables[0][1].get((task, method))
         if lead is None:
             continue
-        mark = " †" if lead.get("kept_from") else ""
+        mark = kept_mark(first, lead)
         any_kept = any_kept or bool(mark)
         cells = [fmt_ratio(lead) + mark] + [fmt_ratio(t.get((task, method))) for _, t in tables[1:]]
         oth = tables[0][1].get((task, other)) if other else None
@@ -78,8 +78,13 @@ def compare(sets: list[tuple[str, dict]], method: str, other: str | None) -> str
     lines += [
         "",
         f"{first_label}: `{method}` ≤ 0.25× with diversity ratio ≥ 0.9 on {mi} of {n_mi} tasks with a ratio; "
-        f"≤ 0.2× on {mi2} of {n_mi2}." + (" † = row kept from an earlier set, not re-run." if any_kept else ""),
+        f"≤ 0.2× on {mi2} of {n_mi2}.",
     ]
+    if any_kept:
+        lines += [
+            f"{mark} = row kept from {origin or 'an earlier set'}, not re-run."
+            for mark, origin in zip(MARKS, kept_origins(first), strict=False)
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -144,6 +144,29 @@ def target_counts(rows: list[dict], method: str, limit: float, min_diversity: fl
     return hits, total
 
 
+MARKS = "†‡§¶"  # one per origin of kept rows, in the order the result lists them
+
+
+def kept_origins(result: dict) -> dict[str, str]:
+    """Origin file → settings line of the rows ``result`` kept from earlier run sets, in mark order (results
+    written before origins were chained carry one ``kept_rows_from`` line; a row's bare origin stands in
+    for a missing line)."""
+    origins = dict(result.get("kept_origins") or {})
+    kept = list(dict.fromkeys(r["kept_from"] for r in result.get("rows", []) if r.get("kept_from")))
+    line = result.get("kept_rows_from")
+    for origin in kept:
+        origins.setdefault(origin, line if line and len(kept) == 1 else origin)
+    return origins
+
+
+def kept_mark(result: dict, row: dict) -> str:
+    """' †' (or ' ‡', …: the mark of the row's origin) for a kept row, '' for a row measured here."""
+    origin = row.get("kept_from")
+    if not origin:
+        return ""
+    return " " + MARKS[min(list(kept_origins(result)).index(origin), len(MARKS) - 1)]
+
+
 def _fmt_paper(r: dict) -> str:
     if r["paper_burden_over_1000"]:
         return "> 1000"
@@ -167,9 +190,8 @@ def markdown(result: dict) -> str:
         if result.get("prior_rates")
         else "× prior (large): no benchmarks/results/prior_hit_rates.json (python benchmarks/prior_hit_rates.py).",
         *(
-            [f"† = row kept from {result['kept_rows_from']}: an earlier run set, not re-run here."]
-            if result.get("kept_rows_from")
-            else []
+            f"{mark} = row kept from {line}: an earlier run set, not re-run here."
+            for mark, line in zip(MARKS, kept_origins(result).values(), strict=False)
         ),
         "",
         "| task | method | runs | hits | Burden ↓ | × prior | × prior (large) | paper Burden | Diversity ratio ↑ "
@@ -198,7 +220,7 @@ def markdown(result: dict) -> str:
             e = r["evals_per_surviving_hit"]
             surv = ("none" if not math.isfinite(e) else f"{e:.1f}") + f" (n = {r['surviving_runs']})"
         div = paper_diversity(r["task"], r["method"])
-        kept = " †" if r.get("kept_from") else ""
+        kept = kept_mark(result, r)
         lines.append(
             f"| {r['task']} | {r['method']}{kept} | {r['finished']}/{len(r['seeds'])} | {r['hits']} | "
             f"{burden} | {ratio} | {large} | {_fmt_paper(r)} | "

@@ -147,20 +147,6 @@ def run_all(jobs: list[list[str]], names: list[str], logs: list[Path], n_paralle
 PRIOR_RATES = RESULTS / "prior_hit_rates.json"
 
 
-def kept_rows(path: Path | None) -> tuple[dict[tuple[str, str], dict], str | None, dict | None]:
-    """Rows of an earlier result JSON by (task, method), a line naming its settings and its resolved config:
-    ``--keep-rows`` fills the cells this run set lacks."""
-    if path is None:
-        return {}, None, None
-    try:
-        old = json.loads(Path(path).read_text())
-        rows = {(r["task"], r["method"]): r for r in old["rows"]}
-        settings = f"{old.get('config')} + {old.get('overrides') or 'no overrides'}, budget {old.get('budget')}"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise SystemExit(f"--keep-rows {path}: not a rl_tasks.py result JSON ({exc})") from exc
-    return rows, f"{path} ({settings})", old.get("config_values")
-
-
 def settings_difference(kept: dict | None, here: dict | None) -> str:
     """'key kept there, here here' for every setting in which two run sets' resolved configs differ."""
     if not kept or not here:
@@ -172,23 +158,64 @@ def settings_difference(kept: dict | None, here: dict | None) -> str:
     )
 
 
+def _read_result(path: Path) -> dict:
+    try:
+        old = json.loads(Path(path).read_text())
+        if not isinstance(old, dict) or not all(isinstance(r, dict) for r in old["rows"]):
+            raise TypeError("rows are not objects")
+        return old
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SystemExit(f"--keep-rows {path}: not a rl_tasks.py result JSON ({exc})") from exc
+
+
+def _settings(path: Path | str, old: dict) -> str:
+    return f"{path} ({old.get('config')} + {old.get('overrides') or 'no overrides'}, budget {old.get('budget')})"
+
+
+def kept_rows(path: Path | None, here: dict | None = None) -> tuple[dict[tuple[str, str], dict], dict[str, str]]:
+    """Rows of an earlier result JSON by (task, method), each with ``kept_from`` = the run set it was measured
+    in, and per such origin a line naming its settings (and where they differ from ``here``, the resolved
+    config of this run set): ``--keep-rows`` fills the cells this run set lacks.
+
+    A row the earlier JSON itself kept from a still earlier one keeps that origin (and, where that file is
+    still there, its settings are read from it), so chaining ``--keep-rows`` never relabels old rows."""
+    if path is None:
+        return {}, {}
+    old = _read_result(path)
+    stored = old.get("kept_origins") or {}
+    if isinstance(old.get("kept_rows_from"), str) and not stored:  # written before origins were chained
+        stored = {r["kept_from"]: old["kept_rows_from"] for r in old["rows"] if r.get("kept_from")}
+    rows, origins = {}, {}
+    for r in old["rows"]:
+        origin = r.get("kept_from") or str(path)
+        if origin not in origins:
+            src = old if origin == str(path) else None
+            if src is None and Path(origin).is_file():
+                src = _read_result(Path(origin))
+            if src is None:  # the earlier file is gone: its line as that JSON gave it
+                origins[origin] = stored.get(origin, f"{origin} (settings not recorded)")
+            else:
+                line = _settings(origin, src)
+                differ = settings_difference(src.get("config_values"), here)
+                origins[origin] = line + ("; differs in " + differ if differ else "")
+        rows[(r["task"], r["method"])] = dict(r, kept_from=origin)
+    return rows, origins
+
+
 def table(args: argparse.Namespace) -> dict:
     rates = {}
     if args.prior_rates and Path(args.prior_rates).exists():
         rates = {r["task"]: r for r in json.loads(Path(args.prior_rates).read_text())["rows"]}
-    kept, kept_from, kept_config = kept_rows(args.keep_rows)
     config_file = args.runs / f"config_budget{args.budget}.yaml"
     config_values = yaml.safe_load(config_file.read_text()) if config_file.exists() else None
-    differ = settings_difference(kept_config, config_values)
-    if kept_from and differ:
-        kept_from += "; differs in " + differ
+    kept, origins = kept_rows(args.keep_rows, config_values)
     rows = []
     for t in args.tasks:
         prior = None
         for m in args.methods:
             row = run_row([run_dir(args.runs, t, m, s) for s in args.seeds])
             if row is None and (t, m) in kept:
-                row = dict(kept[(t, m)], kept_from=str(args.keep_rows))
+                row = dict(kept[(t, m)])
             if row is None:
                 continue
             row.update(task=t, method=m)
@@ -210,7 +237,7 @@ def table(args: argparse.Namespace) -> dict:
         "overrides": parse_sets(args.set),
         "command": "python benchmarks/rl_tasks.py " + " ".join(sys.argv[1:]),
         "prior_rates": str(Path(args.prior_rates).resolve().relative_to(ROOT)) if rates else None,
-        "kept_rows_from": kept_from if any(r.get("kept_from") for r in rows) else None,
+        "kept_origins": {o: line for o, line in origins.items() if any(r.get("kept_from") == o for r in rows)},
         "config_values": config_values,
         "rows": rows,
     }

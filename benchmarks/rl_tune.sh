@@ -46,3 +46,7 @@ for tb in "1 3" "0 2"; do
     --methods matinvent --runs runs/tune/df$1_$2 --name tune_df$1_$2 --set df_tol=$1 --set df_buff=$2
 done
 python benchmarks/saturated_evaluations.py runs/tune/df1_3 runs/tune/df0_2 --name saturated_tune_df
+# 2026-12-02 (3rd session), at the (0, 2) default: eight PPO-clipped inner epochs per batch instead of four
+# (more optimisation per oracle evaluation; run as two processes of 2 tasks each, 1 run at a time per process)
+python $py --tasks density hhi band_gap bulk_modulus --seeds 1 2 3 --budget 300 --jobs 2 --no-curves \
+  --methods matinvent --runs runs/tune/ep8 --name tune_ep8 --set epochs=8

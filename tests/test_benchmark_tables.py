@@ -114,9 +114,9 @@ def test_keep_rows_fills_missing_cells_and_feeds_the_prior_ratio(tmp_path: Path)
     )  # fmt: skip
     result = rl_tasks.table(args)
     rows = {r["method"]: r for r in result["rows"]}
-    assert (
-        result["kept_rows_from"] == f"{keep} (c.yaml + {{'beta': 1.0}}, budget 600); differs in epochs 2 there, 4 here"
-    )
+    assert result["kept_origins"] == {
+        str(keep): f"{keep} (c.yaml + {{'beta': 1.0}}, budget 600); differs in epochs 2 there, 4 here"
+    }
     assert result["config_values"] == {"beta": 1.0, "epochs": 4}
     assert rows["prior"]["kept_from"] == str(keep)  # no prior run folders here: the earlier row
     assert "kept_from" not in rows["matinvent"]  # run folders win over the earlier row
@@ -127,7 +127,54 @@ def test_keep_rows_fills_missing_cells_and_feeds_the_prior_ratio(tmp_path: Path)
     with pytest.raises(SystemExit, match="bad.json"):
         rl_tasks.kept_rows(bad)
     args.keep_rows = None
-    assert rl_tasks.table(args)["kept_rows_from"] is None
+    assert rl_tasks.table(args)["kept_origins"] == {}
+
+
+def test_chained_keep_rows_keep_their_first_origin_and_mark(tmp_path: Path) -> None:
+    """Keeping rows from a JSON that itself kept rows: those keep their own origin (settings read from that
+    file where it is still there, else the line the JSON stored), marked apart in the table."""
+    import argparse
+
+    import rl_tasks
+
+    def row(task: str, method: str, **kw) -> dict:
+        return {"task": task, "method": method, "burden_mean": 10.0, "burden_std": 1.0, "hits": [30, 30],
+                "seeds": [7, 8], "finished": 2, "burden_is_evals_per_hit": True, "seconds_per_iteration": 5.0,
+                "ratio_to_prior": None, "diversity_ratio_mean": 0.95, "diversity_ratio_std": 0.01,
+                "recheck_runs": 0, "paper_burden": None, "paper_burden_over_1000": False, **kw}  # fmt: skip
+
+    oldest = tmp_path / "oldest.json"
+    oldest.write_text(json.dumps({"config": "c.yaml", "overrides": {}, "budget": 600, "rows": [row("hhi", "reinforce")],
+                                  "config_values": {"df_tol": 3, "epochs": 4}}))  # fmt: skip
+    middle = tmp_path / "middle.json"
+    middle.write_text(json.dumps({
+        "config": "c.yaml", "overrides": {}, "budget": 600, "config_values": {"df_tol": 0, "epochs": 4},
+        "rows": [row("hhi", "matinvent"), row("hhi", "reinforce", kept_from=str(oldest)),
+                 row("T1", "prior", kept_from="gone.json")],
+        "kept_origins": {str(oldest): "stale line", "gone.json": "gone.json (as stored)"},
+    }))  # fmt: skip
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "config_budget600.yaml").write_text("df_tol: 0\nepochs: 4\n")
+    _run(runs, "T2_matinvent_s7", 600, 2, seed=7)
+    args = argparse.Namespace(
+        tasks=["hhi", "T1", "T2"], methods=["prior", "matinvent", "reinforce"], seeds=[7], runs=runs,
+        prior_rates=None, keep_rows=middle, jobs=1, budget=600, set=[],
+    )  # fmt: skip
+    result = rl_tasks.table(args)
+    rows = {(r["task"], r["method"]): r for r in result["rows"]}
+    assert rows[("hhi", "matinvent")]["kept_from"] == str(middle)  # measured in the middle set
+    assert rows[("hhi", "reinforce")]["kept_from"] == str(oldest)  # not relabelled as the middle set's
+    assert rows[("T1", "prior")]["kept_from"] == "gone.json"
+    assert "kept_from" not in rows[("T2", "matinvent")]
+    origins = result["kept_origins"]
+    assert origins[str(middle)] == f"{middle} (c.yaml + no overrides, budget 600)"  # same settings as here
+    assert origins[str(oldest)] == f"{oldest} (c.yaml + no overrides, budget 600); differs in df_tol 3 there, 0 here"
+    assert origins["gone.json"] == "gone.json (as stored)"
+    md = rl_tables.markdown(dict(result, machine="m"))
+    marks = {line.split(" | ")[1].strip() for line in md.splitlines() if line.startswith(("| hhi", "| T1"))}
+    assert "matinvent †" in marks and "reinforce ‡" in marks and "prior §" in marks
+    assert f"‡ = row kept from {oldest} (c.yaml" in md and "§ = row kept from gone.json (as stored)" in md
 
 
 def test_compare_table_marks_kept_rows_and_counts_targets() -> None:
