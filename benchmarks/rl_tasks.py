@@ -208,7 +208,11 @@ def table(args: argparse.Namespace) -> dict:
         rates = {r["task"]: r for r in json.loads(Path(args.prior_rates).read_text())["rows"]}
     config_file = args.runs / f"config_budget{args.budget}.yaml"
     config_values = yaml.safe_load(config_file.read_text()) if config_file.exists() else None
-    kept, origins = kept_rows(args.keep_rows, config_values)
+    kept, origins = {}, {}
+    for path in args.keep_rows or []:  # the first file that has a (task, method) row wins
+        rows_here, origins_here = kept_rows(path, config_values)
+        kept = rows_here | kept
+        origins |= {o: line for o, line in origins_here.items() if o not in origins}
     rows = []
     for t in args.tasks:
         prior = None
@@ -318,7 +322,8 @@ def main() -> None:
     ap.add_argument(
         "--keep-rows",
         type=Path,
-        help="an earlier result JSON: its (task, method) rows fill the cells with no run folders here",
+        nargs="+",
+        help="earlier result JSONs: their (task, method) rows fill the cells with no run folders here (first wins)",
     )
     ap.add_argument("--rehull", action="store_true", help="recompute the rechecks' E_hull against the shipped hull")
     args = ap.parse_args()

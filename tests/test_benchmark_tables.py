@@ -109,7 +109,7 @@ def test_keep_rows_fills_missing_cells_and_feeds_the_prior_ratio(tmp_path: Path)
     keep = tmp_path / "earlier.json"
     keep.write_text(json.dumps(earlier))
     args = argparse.Namespace(
-        tasks=["hhi"], methods=["prior", "matinvent"], seeds=[7, 8], runs=runs, prior_rates=None, keep_rows=keep,
+        tasks=["hhi"], methods=["prior", "matinvent"], seeds=[7, 8], runs=runs, prior_rates=None, keep_rows=[keep],
         jobs=2, budget=600, set=[],
     )  # fmt: skip
     result = rl_tasks.table(args)
@@ -159,7 +159,7 @@ def test_chained_keep_rows_keep_their_first_origin_and_mark(tmp_path: Path) -> N
     _run(runs, "T2_matinvent_s7", 600, 2, seed=7)
     args = argparse.Namespace(
         tasks=["hhi", "T1", "T2"], methods=["prior", "matinvent", "reinforce"], seeds=[7], runs=runs,
-        prior_rates=None, keep_rows=middle, jobs=1, budget=600, set=[],
+        prior_rates=None, keep_rows=[middle, oldest], jobs=1, budget=600, set=[],
     )  # fmt: skip
     result = rl_tasks.table(args)
     rows = {(r["task"], r["method"]): r for r in result["rows"]}
@@ -167,6 +167,10 @@ def test_chained_keep_rows_keep_their_first_origin_and_mark(tmp_path: Path) -> N
     assert rows[("hhi", "reinforce")]["kept_from"] == str(oldest)  # not relabelled as the middle set's
     assert rows[("T1", "prior")]["kept_from"] == "gone.json"
     assert "kept_from" not in rows[("T2", "matinvent")]
+    assert list(result["kept_origins"]) == [str(middle), str(oldest), "gone.json"]  # a second file adds no row here
+    args.keep_rows = [oldest, middle]  # first wins: hhi/reinforce now from oldest directly, the rest from middle
+    assert rl_tasks.table(args)["kept_origins"].keys() == {str(oldest), str(middle), "gone.json"}
+    args.keep_rows = [middle, oldest]
     origins = result["kept_origins"]
     assert origins[str(middle)] == f"{middle} (c.yaml + no overrides, budget 600)"  # same settings as here
     assert origins[str(oldest)] == f"{oldest} (c.yaml + no overrides, budget 600); differs in df_tol 3 there, 0 here"
