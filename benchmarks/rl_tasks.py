@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from rl_tables import PAPER_BURDEN, large_sample_ratio, markdown, run_row
+from rl_tables import PAPER_BURDEN, kept_origins, large_sample_ratio, markdown, run_row
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -172,19 +172,15 @@ def _settings(path: Path | str, old: dict) -> str:
     return f"{path} ({old.get('config')} + {old.get('overrides') or 'no overrides'}, budget {old.get('budget')})"
 
 
-def kept_rows(path: Path | None, here: dict | None = None) -> tuple[dict[tuple[str, str], dict], dict[str, str]]:
+def kept_rows(path: Path, here: dict | None = None) -> tuple[dict[tuple[str, str], dict], dict[str, str]]:
     """Rows of an earlier result JSON by (task, method), each with ``kept_from`` = the run set it was measured
     in, and per such origin a line naming its settings (and where they differ from ``here``, the resolved
     config of this run set): ``--keep-rows`` fills the cells this run set lacks.
 
     A row the earlier JSON itself kept from a still earlier one keeps that origin (and, where that file is
     still there, its settings are read from it), so chaining ``--keep-rows`` never relabels old rows."""
-    if path is None:
-        return {}, {}
     old = _read_result(path)
-    stored = old.get("kept_origins") or {}
-    if isinstance(old.get("kept_rows_from"), str) and not stored:  # written before origins were chained
-        stored = {r["kept_from"]: old["kept_rows_from"] for r in old["rows"] if r.get("kept_from")}
+    stored = kept_origins(old)  # the lines the earlier JSON gave its own kept rows
     rows, origins = {}, {}
     for r in old["rows"]:
         origin = r.get("kept_from") or str(path)
