@@ -65,5 +65,6 @@ python $py --tasks density hhi band_gap bulk_modulus "${d02[@]}" --runs runs/tun
   --name tune_d02_natoms_lr001 --set natoms_action=true --set natoms_lr=0.01
 python $py --tasks density hhi band_gap bulk_modulus "${d02[@]}" --runs runs/tune/d02_lr3e4 --name tune_d02_lr3e4 \
   --set lr=3.0e-4
+# no experience replay (stopped after 2 runs: fewer hits and a third of the gate pass rate)
 python $py --tasks density hhi band_gap bulk_modulus "${d02[@]}" --runs runs/tune/d02_noreplay --name tune_d02_noreplay \
   --set replay_per_iter=0
