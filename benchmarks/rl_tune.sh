@@ -53,18 +53,19 @@ python $py --tasks density hhi band_gap bulk_modulus --seeds 1 2 3 --budget 300 
 # 2026-12-02 (4th session), at the (0, 2) default: beta 0.03, the learnt atom count, top-k 0.25 and beta 0.03 +
 # atom count (the last two on density only); beta 0.03 and the atom count then lost on seeds 7-9 (README, 2026-12-03)
 d02=(--seeds 1 2 3 --budget 300 --jobs 1 --no-curves --methods matinvent)
-python $py --tasks density hhi band_gap bulk_modulus "${d02[@]}" --runs runs/tune/d02_beta003 --name tune_d02_beta003 \
+d02_4=(--tasks density hhi band_gap bulk_modulus "${d02[@]}")
+python $py "${d02_4[@]}" --runs runs/tune/d02_beta003 --name tune_d02_beta003 \
   --set beta=0.03
-python $py --tasks density hhi band_gap bulk_modulus "${d02[@]}" --runs runs/tune/d02_natoms --name tune_d02_natoms \
+python $py "${d02_4[@]}" --runs runs/tune/d02_natoms --name tune_d02_natoms \
   --set natoms_action=true
 python $py --tasks density "${d02[@]}" --runs runs/tune/d02_topk025 --name tune_d02_topk025 --set topk_ratio=0.25
 python $py --tasks density "${d02[@]}" --runs runs/tune/d02_b003_natoms --name tune_d02_b003_natoms \
   --set beta=0.03 --set natoms_action=true
 # 2026-12-03: a slower atom-count head (natoms_lr 0.01 instead of 0.05) and a smaller step (lr 3e-4 instead of 5e-4)
-python $py --tasks density hhi band_gap bulk_modulus "${d02[@]}" --runs runs/tune/d02_natoms_lr001 \
+python $py "${d02_4[@]}" --runs runs/tune/d02_natoms_lr001 \
   --name tune_d02_natoms_lr001 --set natoms_action=true --set natoms_lr=0.01
-python $py --tasks density hhi band_gap bulk_modulus "${d02[@]}" --runs runs/tune/d02_lr3e4 --name tune_d02_lr3e4 \
+python $py "${d02_4[@]}" --runs runs/tune/d02_lr3e4 --name tune_d02_lr3e4 \
   --set lr=3.0e-4
 # no experience replay (stopped after 2 runs: fewer hits and a third of the gate pass rate)
-python $py --tasks density hhi band_gap bulk_modulus "${d02[@]}" --runs runs/tune/d02_noreplay --name tune_d02_noreplay \
+python $py "${d02_4[@]}" --runs runs/tune/d02_noreplay --name tune_d02_noreplay \
   --set replay_per_iter=0
