@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pymatgen.io.cif import CifWriter
 from tqdm.auto import tqdm
 
 from matinvent.config import ConfigError
@@ -43,6 +40,7 @@ from matinvent.crystal import Crystal
 from matinvent.hull import ReferenceHull, load_hull
 from matinvent.memory import read_memory
 from matinvent.oracles.mlip import MLIPRelaxer
+from matinvent.recheck_files import clean, merge_summary, write_cifs, write_csv, write_json
 from matinvent.rewards import Task, load_task
 from matinvent.scoring import MLIP_PROPERTIES
 from matinvent.stability import (
@@ -133,7 +131,7 @@ def recheck_run(
             bar.update(1)
             bar.set_postfix(failed=sum(s is None for s in relaxed))
     _rescore(rows, relaxed, task, oracles, mlip_props)
-    _write_cifs(run_dir / CIF_DIR, rows, relaxed)
+    write_cifs(run_dir / CIF_DIR, rows, relaxed)
 
     evaluations = int((memory["valid"] == 1).sum())
     result = _summary(rows, n_hits, subset, evaluations, bool(mlip_props))
@@ -153,10 +151,10 @@ def recheck_run(
         wall_s=round(time.time() - t0, 1),
         hits=rows,
     )
-    result = _clean(result)
-    _write_json(run_dir / RECHECK_JSON, result)
-    _write_csv(run_dir / RECHECK_CSV, rows, task.properties)
-    _merge_summary(run_dir / SUMMARY, {k: result[k] for k in HEADLINE})
+    result = clean(result)
+    write_json(run_dir / RECHECK_JSON, result)
+    write_csv(run_dir / RECHECK_CSV, rows, task.properties)
+    merge_summary(run_dir / SUMMARY, {k: result[k] for k in HEADLINE})
     return result
 
 
@@ -197,10 +195,10 @@ def rehull_run(run_dir: str | Path, hull: str | Path | ReferenceHull | None = No
     result.update(_summary(rows, result["n_hits_distinct"], result["subset"], result["evaluations"],
                            bool(result.get("mlip_properties"))))  # fmt: skip
     result.update(hull=reference.source, hits=rows)
-    result = _clean(result)
-    _write_json(path, result)
-    _write_csv(run_dir / RECHECK_CSV, rows, properties)
-    _merge_summary(run_dir / SUMMARY, {k: result[k] for k in HEADLINE})
+    result = clean(result)
+    write_json(path, result)
+    write_csv(run_dir / RECHECK_CSV, rows, properties)
+    merge_summary(run_dir / SUMMARY, {k: result[k] for k in HEADLINE})
     return result
 
 
@@ -359,61 +357,3 @@ def _float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _write_cifs(folder: Path, rows: list[dict[str, Any]], relaxed: list[Any]) -> None:
-    """Relaxed structures as CIFs; CIFs of an earlier recheck in ``folder`` are removed first."""
-    folder.mkdir(exist_ok=True)
-    for old in folder.glob("*.cif"):
-        old.unlink()
-    for row, s in zip(rows, relaxed, strict=True):
-        if s is None:
-            continue
-        name = f"{row['rank']:03d}_{re.sub(r'[^A-Za-z0-9]', '', row['formula']) or 'x'}_{row['id']}.cif"
-        CifWriter(s).write_file(str(folder / name))
-        row["cif"] = f"{CIF_DIR}/{name}"
-
-
-def _flat(row: dict[str, Any], properties: list[str]) -> dict[str, Any]:
-    out = {k: v for k, v in row.items() if k not in ("original", "relaxed", "mlip")}
-    for p in properties:
-        out[p] = row["original"][p]
-        out[f"{p}_relaxed"] = row["relaxed"][p]
-        if p in row["mlip"]:
-            out[f"{p}_mlip"] = row["mlip"][p]
-    return out
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]], properties: list[str]) -> None:
-    table = pd.DataFrame([_flat(r, properties) for r in rows])
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-def _merge_summary(path: Path, block: dict[str, Any]) -> None:
-    """Add ``"recheck": block`` to an existing ``summary.json`` (nothing when there is none)."""
-    if not path.is_file():
-        return
-    summary = json.loads(path.read_text())
-    summary["recheck"] = block
-    _write_json(path, summary)
-
-
-def _clean(value: Any) -> Any:
-    """JSON-ready: NaN/inf become None, numpy scalars plain Python."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
