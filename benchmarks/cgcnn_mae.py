@@ -31,7 +31,7 @@ def main() -> None:
 
     import torch
 
-    from matinvent.datasets import read_cdvae_csv
+    from matinvent.io.cdvae_csv import read_cdvae_csv
     from matinvent.oracles.cgcnn import CGCNNBandGap, CGCNNFormationEnergy
 
     torch.set_num_threads(args.threads)

@@ -4,7 +4,7 @@
 
 The oracle sleeps ``--delay`` seconds per structure (a stand-in for DFT or an MLIP that waits on
 something other than this CPU), so the ideal speed-up is the number of workers. Both runs score the
-same ``--n`` distinct rock-salt cells through :class:`matinvent.scoring.Scorer` (``validity="none"``):
+same ``--n`` distinct rock-salt cells through :class:`matinvent.scoring.scorer.Scorer` (``validity="none"``):
 in-process, then with ``DaskExecutor(workers=N)``. The Dask cluster is started (and its workers have
 built the oracle) before the timed call, as in a run where it serves many batches; its start-up is
 reported on its own. Prints a table and writes ``benchmarks/results/dask_speedup.json`` and ``.md``.
@@ -59,10 +59,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "dask_speedup.json")
     args = parser.parse_args()
 
-    from matinvent.dask_executor import DaskExecutor
-    from matinvent.executor import OracleSpec
-    from matinvent.rewards import Target, Task
-    from matinvent.scoring import Scorer
+    from matinvent.scoring.dask_executor import DaskExecutor
+    from matinvent.scoring.executor import OracleSpec
+    from matinvent.scoring.rewards import Target, Task
+    from matinvent.scoring.scorer import Scorer
 
     task = Task("sleep", (Target(prop="sleep", kind="above", threshold=1.0),))
     spec = OracleSpec("sleep", {"delay": args.delay}, factory=SleepOracle)

@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from matinvent.datasets import read_cdvae_csv
-    from matinvent.rewards import load_task
+    from matinvent.io.cdvae_csv import read_cdvae_csv
     from matinvent.rl.trainer import formula_of
+    from matinvent.scoring.rewards import load_task
 
     torch.set_num_threads(args.threads)
     table = read_cdvae_csv(args.data, limit=args.n)

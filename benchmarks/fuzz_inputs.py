@@ -2,7 +2,7 @@
 
 Generates (seeded, deterministic) mutated CIFs, extxyz files, CDVAE CSV rows, RL and pretraining
 configs, task files and corrupt run and prior folders (``benchmarks/fuzz/``), exercises each one
-in-process in a worker subprocess (``matinvent.cli.main`` with captured output, or the library:
+in-process in a worker subprocess (``matinvent.cli.parser.main`` with captured output, or the library:
 ``read_structure_items`` + ``Scorer``, ``load_rl_config``, ``load_task``, ``load_prior``,
 ``optimize --resume`` on a tiny run) under a per-input wall-clock guard, and reports per kind:
 inputs, clean outcomes, tracebacks, folder aborts, hangs, invalid structures scored, invalid
@@ -98,7 +98,7 @@ def worker_main(scratch: Path, fd: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    import matinvent.cli  # noqa: F401 - imported before the first case, not inside its time
+    import matinvent.cli.parser  # noqa: F401 - imported before the first case, not inside its time
     from fuzz.exercise import STATS, run_case
 
     os.write(fd, b"ready\n")

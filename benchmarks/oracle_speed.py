@@ -45,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from matinvent.datasets import read_cdvae_csv
+    from matinvent.io.cdvae_csv import read_cdvae_csv
     from matinvent.oracles import get_oracle
 
     torch.set_num_threads(args.threads)

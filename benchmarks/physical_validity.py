@@ -1,10 +1,10 @@
-"""Choose the physical-validity constants of ``matinvent.validity`` from MP-20 itself.
+"""Choose the physical-validity constants of ``matinvent.crystal.validity`` from MP-20 itself.
 
 For every crystal of ``val.csv.gz`` and ``train_partial.csv.gz``: the minimum over periodic pairs
 (self-images included) of d_ij / (r_cov,i + r_cov,j), and the density. Prints their quantiles,
 picks f (the training crystals' 0.5 % quantile rounded down to 0.05, so ≥ 99.5 % pass) and a
 density window (MP-20's range widened to clean numbers), and measures the pass rates of the
-constants hard-coded in ``matinvent.validity``.
+constants hard-coded in ``matinvent.crystal.validity``.
 
     python benchmarks/physical_validity.py [--data ../shared/data/mp_20] [--limit N]
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from matinvent.datasets import read_cdvae_csv
-from matinvent.validity import DENSITY_WINDOW, F_COVALENT, contact_ratio, density_gcm3, physical_validity
+from matinvent.crystal.validity import DENSITY_WINDOW, F_COVALENT, contact_ratio, density_gcm3, physical_validity
+from matinvent.io.cdvae_csv import read_cdvae_csv
 
 QUANTILES = (0.0, 0.001, 0.005, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999, 1.0)
 SPLITS = ("train_partial", "val")
@@ -88,13 +88,15 @@ def main() -> None:
         }
         print(
             f"{s}: n={r['n']}, pass f={f:g}: {100 * rate_f:.2f} %, density in {window}: {100 * rate_rho:.2f} %, "
-            f"physical_validity (matinvent.validity constants): {100 * r['pass_rate']:.2f} % "
+            f"physical_validity (matinvent.crystal.validity constants): {100 * r['pass_rate']:.2f} % "
             f"({len(r['failures'])} fail), {r['ms_per_crystal']:.2f} ms per check"
         )
     for i, fo, why in res["val"]["failures"][:10]:
         print(f"  val fails: {i} {fo}: {why}")
     if (f, window) != (F_COVALENT, tuple(DENSITY_WINDOW)):
-        print(f"note: matinvent.validity holds f={F_COVALENT}, window={DENSITY_WINDOW}; chosen here {f}, {window}")
+        print(
+            f"note: matinvent.crystal.validity holds f={F_COVALENT}, window={DENSITY_WINDOW}; chosen here {f}, {window}"
+        )
     RESULTS.mkdir(exist_ok=True)
     suffix = "" if args.limit is None else f"_limit{args.limit}"
     out = RESULTS / f"physical_validity{suffix}.json"

@@ -41,7 +41,7 @@ def poisson_ci(k: int, level: float = 0.95) -> tuple[float, float]:
 
 def task_row(task, values: dict[str, np.ndarray], formulas: list[str], budget: int) -> dict:
     """Evaluations, distinct hits and evaluations per hit of ``task`` on the scored sample."""
-    from matinvent.metrics import RunningMetrics
+    from matinvent.rl.metrics import RunningMetrics
 
     _, hit, _ = task.rewards({p: values[p] for p in task.properties})
     m = RunningMetrics()  # the RL loop's counts: distinct hit formulas among evaluated crystals
@@ -62,8 +62,8 @@ def task_row(task, values: dict[str, np.ndarray], formulas: list[str], budget: i
 
 def score_properties(pool: list) -> dict[str, np.ndarray]:
     """Each single-property task's value for every crystal of ``pool`` (its oracle, no validity gate)."""
-    from matinvent.rewards import load_task
-    from matinvent.scoring import Scorer
+    from matinvent.scoring.rewards import load_task
+    from matinvent.scoring.scorer import Scorer
 
     values: dict[str, np.ndarray] = {}
     for prop in SPO:
@@ -104,11 +104,11 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from matinvent.checkpoint import load_prior, resolve_checkpoint
-    from matinvent.rewards import load_task
+    from matinvent.crystal.validity import gate_flags
+    from matinvent.prior.checkpoint import load_prior, resolve_checkpoint
+    from matinvent.prior.sampling import sample_crystals
     from matinvent.rl.trainer import formula_of
-    from matinvent.sampling import sample_crystals
-    from matinvent.validity import gate_flags
+    from matinvent.scoring.rewards import load_task
 
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load(CONFIG.read_text())

@@ -39,7 +39,7 @@ def _peak_mib() -> float:
 def _sampling(checkpoint: str | None, threads: int, n: int, steps: int | None) -> dict:
     import torch
 
-    from matinvent.checkpoint import load_prior
+    from matinvent.prior.checkpoint import load_prior
 
     torch.set_num_threads(threads)
     model = load_prior(checkpoint)
@@ -64,9 +64,9 @@ def _sampling(checkpoint: str | None, threads: int, n: int, steps: int | None) -
 def _train_step(checkpoint: str | None, threads: int, batch_size: int, repeats: int) -> dict:
     import torch
 
-    from matinvent.batch import CrystalBatch
-    from matinvent.checkpoint import load_prior
-    from matinvent.datasets import read_cdvae_csv
+    from matinvent.crystal.batch import CrystalBatch
+    from matinvent.io.cdvae_csv import read_cdvae_csv
+    from matinvent.prior.checkpoint import load_prior
 
     torch.set_num_threads(threads)
     src = DATA if DATA.exists() else FIXTURE
@@ -100,7 +100,7 @@ CACHE = ROOT / "runs" / "compare_gaussian" / "cache" / "train_crystals.npz"
 
 def _training_crystals(limit: int) -> tuple[list, str]:
     """The packed MP-20 training set when cached here, else the first rows of val.csv.gz, else the fixture."""
-    from matinvent.datasets import load_arrays, read_cdvae_csv
+    from matinvent.io.cdvae_csv import load_arrays, read_cdvae_csv
 
     if CACHE.exists():
         return load_arrays(CACHE), str(CACHE.relative_to(ROOT))
@@ -114,11 +114,11 @@ def _throughput(spec: dict) -> dict:
 
     import torch
 
-    from matinvent.batch import CrystalBatch
-    from matinvent.config import load_pretrain_config
-    from matinvent.crystal_diffusion import CrystalDiffusion
-    from matinvent.packed import PackedCrystals
-    from matinvent.train import RunningLoss, TrainStep, _lr_at, natoms_histogram
+    from matinvent.crystal.batch import CrystalBatch
+    from matinvent.io.packed import PackedCrystals
+    from matinvent.prior.model import CrystalDiffusion
+    from matinvent.prior.pretrain import RunningLoss, TrainStep, _lr_at, natoms_histogram
+    from matinvent.prior.pretrain_config import load_pretrain_config
 
     torch.set_num_threads(spec["threads"])
     dev, bs = spec["device"], spec["batch_size"]
@@ -330,7 +330,7 @@ def main() -> None:
 
     import torch
 
-    from matinvent.checkpoint import checkpoint_info, resolve_checkpoint
+    from matinvent.prior.checkpoint import checkpoint_info, resolve_checkpoint
 
     rows = []
     full = _run(_sampling, args.checkpoint, args.threads, args.n_full, None)

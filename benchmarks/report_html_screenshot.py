@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from matinvent.report_html import write_html_report
+from matinvent.report.html import write_html_report
 
 RESULTS = Path(__file__).parent / "results"
 INPUTS = ("memory.sqlite", "metrics.csv", "summary.json", "run.json", "recheck.csv")

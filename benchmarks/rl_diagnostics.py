@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from matinvent.checkpoint import load_prior
-from matinvent.crystal_diffusion import CrystalDiffusion
 from matinvent.diffusion.schedules import respaced_timesteps
-from matinvent.memory import read_memory
+from matinvent.io.run_memory import read_memory
+from matinvent.prior.checkpoint import load_prior
+from matinvent.prior.likelihood import kl_terms, log_prob_terms
+from matinvent.prior.model import CrystalDiffusion
 from matinvent.rl.trajectories import CrystalTrajectory, stack_step
-from matinvent.transition_likelihood import kl_terms, log_prob_terms
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -251,7 +251,7 @@ def write_outputs(result: dict, args: argparse.Namespace) -> None:
     print(text)
     if args.no_curves:
         return
-    from matinvent.report import write_report
+    from matinvent.report.markdown import write_report
 
     for t in args.tasks:
         dirs = [
@@ -290,7 +290,7 @@ def recheck_all(args: argparse.Namespace) -> None:
 
 def rehull_all(args: argparse.Namespace) -> None:
     """``matinvent recheck RUN --rehull``: every re-checked run's E_hull against the shipped hull again."""
-    from matinvent.recheck import rehull_run
+    from matinvent.evaluation.recheck import rehull_run
 
     done = [p for *_, p in all_runs(args) if (p / "recheck.json").exists()]
     for p in done:

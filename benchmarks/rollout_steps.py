@@ -22,12 +22,12 @@ import numpy as np
 import torch
 import yaml
 
-from matinvent.checkpoint import load_prior, resolve_checkpoint
-from matinvent.rewards import load_task
+from matinvent.crystal.validity import gate_flags
+from matinvent.prior.checkpoint import load_prior, resolve_checkpoint
 from matinvent.rl.config import rl_config_from_dict
 from matinvent.rl.trainer import RLTrainer
-from matinvent.scoring import Scorer
-from matinvent.validity import gate_flags
+from matinvent.scoring.rewards import load_task
+from matinvent.scoring.scorer import Scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

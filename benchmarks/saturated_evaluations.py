@@ -17,9 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
-from matinvent.memory import read_memory
-from matinvent.metrics import RunningMetrics
+from matinvent.io.run_memory import read_memory
 from matinvent.rl.diversity import DiversityFilter
+from matinvent.rl.metrics import RunningMetrics
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 

@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "type_compare"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "type_diffusion_compare.json"))
     args = ap.parse_args()
-    from matinvent.datasets import read_cdvae_csv
+    from matinvent.io.cdvae_csv import read_cdvae_csv
 
     ref_counts = [len(set(c.Z.tolist())) for c in read_cdvae_csv(REFERENCE).crystals if c is not None]
     results = {}

@@ -3,7 +3,7 @@
     python scripts/build_hull.py /work/shared/data/mp_20/val.csv.gz /work/shared/data/mp_20/train_partial.csv.gz
 
 Rows without ``formation_energy_per_atom`` or ``e_above_hull`` are skipped. For each reduced
-formula one entry is written (``matinvent.hull`` documents the format): the lowest of MP's hull
+formula one entry is written (``matinvent.oracles.hull`` documents the format): the lowest of MP's hull
 energies at that composition, ``e_form − e_above_hull`` (eV/atom), taken from the row with the
 smallest ``e_above_hull``; ``energy_kind`` is ``computed`` when that row is itself on MP's hull
 and ``hull`` otherwise. The file is gzipped with a fixed timestamp, so a rebuild is byte-identical.
@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 from pymatgen.core import Composition
 
-from matinvent.hull import default_hull_path, e_above_hull, load_hull
+from matinvent.oracles.hull import default_hull_path, e_above_hull, load_hull
 
 COLUMNS = ["material_id", "formation_energy_per_atom", "pretty_formula", "e_above_hull"]
 ON_HULL_TOL = 1e-6  # eV/atom

@@ -39,9 +39,9 @@ SAFETY = 0.9  # fraction of the remaining budget planned for training steps (val
 def calibrate(cfg, train: list, steps: int = 20, warmup: int = 5) -> dict:
     """Steady-state seconds per optimiser step of ``cfg`` on its device, and the seconds of the
     first ``warmup`` steps (where compilation happens), with the training loop's own code."""
-    from matinvent.crystal_diffusion import CrystalDiffusion
-    from matinvent.packed import PackedCrystals
-    from matinvent.train import TrainStep
+    from matinvent.io.packed import PackedCrystals
+    from matinvent.prior.model import CrystalDiffusion
+    from matinvent.prior.pretrain import TrainStep
 
     dev = cfg.train.device
     cuda = dev.startswith("cuda")
@@ -126,10 +126,10 @@ def train_one(
     """Calibrate, train and sample one config; packs ``out/<config name>.tar``."""
     import numpy as np
 
-    from matinvent.checkpoint import load_prior
-    from matinvent.config import load_pretrain_config
-    from matinvent.datasets import load_arrays
-    from matinvent.train import pretrain
+    from matinvent.io.cdvae_csv import load_arrays
+    from matinvent.prior.checkpoint import load_prior
+    from matinvent.prior.pretrain import pretrain
+    from matinvent.prior.pretrain_config import load_pretrain_config
 
     t_start = time.time()
     name = config.stem

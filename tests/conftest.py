@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
-from matinvent.denoiser import DenoiserConfig
+from matinvent.prior.denoiser import DenoiserConfig
+from matinvent.prior.model import CrystalDiffusion, DiffusionConfig
 
 DATA_DIR = Path(__file__).parent / "data"
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from matinvent.oracles import Oracle
-from matinvent.rewards import task_from_dict
+from matinvent.scoring.rewards import task_from_dict
 
 TASK = task_from_dict({"name": "light", "properties": {"light": {"target": "above", "threshold": 0.75, "ramp": 0.75}}})
 
@@ -31,9 +31,9 @@ def save_tiny_prior(directory):
     """A 1-layer, 16-wide prior (T = 20, 6 sampler steps, N uniform over 2..5) saved to ``directory``."""
     import torch
 
-    from matinvent.checkpoint import save_prior
-    from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
-    from matinvent.denoiser import DenoiserConfig
+    from matinvent.prior.checkpoint import save_prior
+    from matinvent.prior.denoiser import DenoiserConfig
+    from matinvent.prior.model import CrystalDiffusion, DiffusionConfig
 
     torch.manual_seed(0)
     model = CrystalDiffusion(
@@ -58,7 +58,7 @@ def kill_self_after_scoring(iteration: int):
 
 if __name__ == "__main__":  # python rl_toy.py PRIOR OUT BUDGET KILL_AT
     from matinvent.rl import RLConfig, optimize
-    from matinvent.scoring import Scorer
+    from matinvent.scoring.scorer import Scorer
 
     prior, out, budget, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     cfg = RLConfig(

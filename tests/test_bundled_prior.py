@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from matinvent.checkpoint import default_checkpoint_path, load_prior
+from matinvent.prior.checkpoint import default_checkpoint_path, load_prior
 
 
 def test_bundled_prior_loads_and_samples_reproducibly():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from matinvent.cli import main
-from matinvent.crystal import Crystal, read_extxyz
+from matinvent.crystal.record import Crystal, read_extxyz
 
 
 def test_sample_writes_cifs_and_extxyz_reproducibly(tmp_path, tiny_checkpoint):
@@ -68,7 +68,9 @@ def test_evaluate_stability_runs_on_physically_valid_crystals(tmp_path, monkeypa
         rows = [{"index": len(structures) - 1, "formula": "NaCl", "e_above_hull": 0.05, "stable": True}]
         return {"n_selected": 1.0, "sun_rate": 0.25}, rows
 
-    monkeypatch.setitem(sys.modules, "matinvent.stability", types.SimpleNamespace(stability_metrics=stability_metrics))
+    monkeypatch.setitem(
+        sys.modules, "matinvent.evaluation.stability", types.SimpleNamespace(stability_metrics=stability_metrics)
+    )
     folder = tmp_path / "cifs"
     folder.mkdir()
     for name, a in (("a", 3.3), ("b", 1.2), ("c", 3.6), ("d", 3.9)):  # b: atoms 1.0 Å apart, not valid

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import matinvent as mi
-from matinvent.cli import build_parser, main
+from matinvent.cli.parser import build_parser, main
 from matinvent.oracles import CommandOracle
 from matinvent.oracles.command import last_number
 
@@ -55,8 +55,8 @@ def test_every_help_shows_each_options_default(command):
 
 
 def test_the_top_level_help_lists_version_and_export():
-    from matinvent.cli import EXPORT_FORMATS
-    from matinvent.export import FORMATS
+    from matinvent.cli.parser import EXPORT_FORMATS
+    from matinvent.io.export import FORMATS
 
     text = build_parser().format_help()
     assert "--version" in text and "export" in text

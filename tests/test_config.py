@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from matinvent.config import ConfigError, PretrainConfig, from_dict, load_pretrain_config, to_dict
-from matinvent.crystal_diffusion import DiffusionConfig
-from matinvent.denoiser import DenoiserConfig
+from matinvent.prior.denoiser import DenoiserConfig
+from matinvent.prior.model import DiffusionConfig
+from matinvent.prior.pretrain_config import ConfigError, PretrainConfig, from_dict, load_pretrain_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,9 +156,9 @@ def test_accepted_time_dim_builds_a_working_model(tmp_path):
     import numpy as np
     import torch
 
-    from matinvent.batch import CrystalBatch
-    from matinvent.crystal import Crystal
-    from matinvent.crystal_diffusion import CrystalDiffusion
+    from matinvent.crystal.batch import CrystalBatch
+    from matinvent.crystal.record import Crystal
+    from matinvent.prior.model import CrystalDiffusion
 
     text = "model:\n  hidden: 8\n  layers: 1\n  n_freq: 2\n  time_dim: 15\ndiffusion:\n  timesteps: 5\n"
     try:

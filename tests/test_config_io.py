@@ -15,11 +15,11 @@ def test_loading_tasks_and_rl_configs_imports_neither_torch_nor_the_model():
     code = textwrap.dedent(
         """
         import sys
-        from matinvent.rewards import load_task
+        from matinvent.scoring.rewards import load_task
         from matinvent.rl.config import load_rl_config
         task = load_task("T1")
         cfg = load_rl_config(None)
-        heavy = sorted(m for m in sys.modules if m in ("torch", "matinvent.crystal_diffusion", "matinvent.denoiser"))
+        heavy = sorted(m for m in sys.modules if m in ("torch", "matinvent.prior.model", "matinvent.prior.denoiser"))
         print(len(task.properties), cfg.batch_size, heavy)
         """
     )
@@ -30,7 +30,7 @@ def test_loading_tasks_and_rl_configs_imports_neither_torch_nor_the_model():
 
 
 def test_the_pretrain_config_module_re_exports_the_generic_names():
-    import matinvent.config as config
+    import matinvent.prior.pretrain_config as config
 
     assert config.ConfigError is ConfigError and config.Bounds is Bounds
 

@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from matinvent.config_io import ConfigError
-from matinvent.constraints import (
+from matinvent.crystal.constraints import (
     PRESETS,
     ChemConstraints,
     add_constraint_arguments,
     constraints_from_args,
     merged_constraints,
 )
-from matinvent.rewards import builtin_tasks, load_task, task_from_dict
+from matinvent.prior.type_constraints import TypeConstraint
 from matinvent.rl import load_rl_config
-from matinvent.type_constraints import TypeConstraint
+from matinvent.scoring.rewards import builtin_tasks, load_task, task_from_dict
 
 PROPS = {"band_gap": {"target": "range", "center": 3.0, "tolerance": 0.5}}
 
@@ -142,7 +142,7 @@ def test_parsing_constraints_does_not_import_torch():
     code = textwrap.dedent(
         """
         import sys
-        from matinvent.constraints import ChemConstraints
+        from matinvent.crystal.constraints import ChemConstraints
         ChemConstraints.from_dict({"chemsys": "Li-Fe-P-O", "preset": "no-radioactive"})
         print("torch" in sys.modules)
         """
@@ -170,8 +170,8 @@ def test_compiling_for_a_prior_checks_its_vocabulary_and_atom_counts():
 
 
 def test_a_prior_without_type_logits_refuses_constraints_by_name(make_model):
-    from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
-    from matinvent.denoiser import DenoiserConfig
+    from matinvent.prior.denoiser import DenoiserConfig
+    from matinvent.prior.model import CrystalDiffusion, DiffusionConfig
 
     eps = CrystalDiffusion(
         DenoiserConfig(hidden=8, layers=1, n_freq=2, time_dim=8), DiffusionConfig(timesteps=10, type_prediction="eps")
@@ -208,9 +208,9 @@ def test_cli_optimize_passes_the_options_into_the_run_config(monkeypatch, tmp_pa
 def test_cli_sample_writes_only_crystals_inside_the_constraints(make_model, tmp_path, capsys):
     from ase.data import chemical_symbols
 
-    from matinvent.checkpoint import save_prior
     from matinvent.cli import main
-    from matinvent.sample_folder import read_sample_folder
+    from matinvent.io.sample_folder import read_sample_folder
+    from matinvent.prior.checkpoint import save_prior
 
     prior = save_prior(make_model(type_diffusion="masked"), tmp_path / "prior")
     out = tmp_path / "samples"

@@ -14,16 +14,16 @@ from ase.data import chemical_symbols
 from model_utils import save_tiny_masked_prior
 from rl_toy import LightFraction
 
-from matinvent.checkpoint import load_prior
 from matinvent.config_io import ConfigError
-from matinvent.constraints import ChemConstraints
-from matinvent.memory import read_memory
-from matinvent.rewards import task_from_dict
+from matinvent.crystal.constraints import ChemConstraints
+from matinvent.io.run_memory import read_memory
+from matinvent.prior.checkpoint import load_prior
 from matinvent.rl import RLConfig, optimize
 from matinvent.rl.objective import component_log_probs
 from matinvent.rl.trainer import RLTrainer
 from matinvent.rl.trajectories import stack_step
-from matinvent.scoring import Scorer
+from matinvent.scoring.rewards import task_from_dict
+from matinvent.scoring.scorer import Scorer
 
 LIGHT = {"light": {"target": "above", "threshold": 0.75, "ramp": 0.75}}
 TASK = task_from_dict({"name": "light", "properties": LIGHT, "constraints": {"exclude": "O"}})

@@ -17,16 +17,16 @@ from hypothesis import strategies as st
 from model_utils import perturbed
 from torch.distributions import Categorical, kl_divergence
 
-from matinvent.checkpoint import load_prior
-from matinvent.constraints import ChemConstraints
-from matinvent.crystal_diffusion import CrystalDiffusion, DiffusionConfig
-from matinvent.denoiser import DenoiserConfig
+from matinvent.crystal.constraints import ChemConstraints
 from matinvent.diffusion import respaced_timesteps
+from matinvent.prior.checkpoint import load_prior
+from matinvent.prior.denoiser import DenoiserConfig
+from matinvent.prior.likelihood import kl_terms, log_prob_terms, transition_kl, transition_log_prob
+from matinvent.prior.model import CrystalDiffusion, DiffusionConfig
+from matinvent.prior.sampling import constrained, sample_crystals
+from matinvent.prior.type_constraints import masked_kl, masked_log_probs
 from matinvent.rl.natoms import NatomsPolicy
 from matinvent.rl.trajectories import split_trajectory, stack_step
-from matinvent.sampling import constrained, sample_crystals
-from matinvent.transition_likelihood import kl_terms, log_prob_terms, transition_kl, transition_log_prob
-from matinvent.type_constraints import masked_kl, masked_log_probs
 
 FAST = settings(
     max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matinvent.crystal import Crystal, CrystalError, read_extxyz, write_extxyz
+from matinvent.crystal.record import Crystal, CrystalError, read_extxyz, write_extxyz
 
 SI_L = 5.431 * np.eye(3)
 

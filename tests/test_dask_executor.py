@@ -17,14 +17,14 @@ import pytest
 from slow_oracles import FCC, SlowOracle, read_calls, rock_salts
 from timeout_oracles import broken_factory
 
-from matinvent.dask_executor import DaskExecutor, local_cluster
-from matinvent.datasets import read_cdvae_csv
-from matinvent.executor import LocalExecutor, OracleSpec, TransientReason, make_executor
-from matinvent.oracle_cache import OracleCache
+from matinvent.crystal.structure_hash import structure_key
+from matinvent.io.cdvae_csv import read_cdvae_csv
 from matinvent.oracles import OracleError
-from matinvent.rewards import Target, Task, task_from_dict
-from matinvent.scoring import Scorer
-from matinvent.structure_hash import structure_key
+from matinvent.scoring.dask_executor import DaskExecutor, local_cluster
+from matinvent.scoring.executor import LocalExecutor, OracleSpec, TransientReason, make_executor
+from matinvent.scoring.oracle_cache import OracleCache
+from matinvent.scoring.rewards import Target, Task, task_from_dict
+from matinvent.scoring.scorer import Scorer
 
 SLOW = Task("slow", (Target(prop="slow", kind="above", threshold=2.3, ramp=1.0),))
 HANG_GUARD_S = 60.0  # a hang guard, not a speed assertion
@@ -158,7 +158,7 @@ def test_score_and_optimize_cli_with_executor_dask(scheduler, tmp_path):
     from rl_toy import save_tiny_prior
 
     from matinvent.cli import main
-    from matinvent.memory import read_memory
+    from matinvent.io.run_memory import read_memory
 
     task, pids = ppid_task(tmp_path)
     folder = tmp_path / "cifs"

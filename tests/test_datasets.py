@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from matinvent.batch import CrystalBatch, batch_index, fully_connected_edges, scatter_mean, scatter_sum
-from matinvent.crystal import Crystal, CrystalError
-from matinvent.datasets import load_arrays, read_cdvae_csv, save_arrays
+from matinvent.crystal.batch import CrystalBatch, batch_index, fully_connected_edges, scatter_mean, scatter_sum
+from matinvent.crystal.record import Crystal, CrystalError
+from matinvent.io.cdvae_csv import load_arrays, read_cdvae_csv, save_arrays
 
 
 def _assert_same_crystals(a: list[Crystal], b: list[Crystal], atol: float = 0.0) -> None:
@@ -198,8 +198,8 @@ def test_to_crystals_reports_degenerate_samples():
     import pytest
     import torch
 
-    from matinvent.batch import CrystalBatch
-    from matinvent.crystal import Crystal, CrystalError
+    from matinvent.crystal.batch import CrystalBatch
+    from matinvent.crystal.record import Crystal, CrystalError
 
     good = Crystal(Z=np.array([11, 17]), F=np.array([[0, 0, 0], [0.5, 0.5, 0.5]]), L=np.eye(3) * 5.6)
     batch = CrystalBatch.from_crystals([good, good])

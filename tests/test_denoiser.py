@@ -15,7 +15,7 @@ from symmetry import (
     random_orthogonal,
 )
 
-from matinvent.denoiser import CSPDenoiser, DenoiserConfig, periodic_fourier_features, sinusoidal_embedding
+from matinvent.prior.denoiser import CSPDenoiser, DenoiserConfig, periodic_fourier_features, sinusoidal_embedding
 
 ATOL = 1e-10
 

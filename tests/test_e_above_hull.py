@@ -17,13 +17,13 @@ from ase.calculators.emt import EMT
 from pymatgen.analysis.phase_diagram import PDEntry
 from pymatgen.core import Composition, Lattice, Structure
 
-from matinvent import stability
-from matinvent.hull import ReferenceHull, load_hull
+from matinvent.evaluation import stability
 from matinvent.oracles import OracleError, builtin_oracles, get_oracle, oracle_unit
 from matinvent.oracles.cgcnn import CGCNNBandGap
+from matinvent.oracles.hull import ReferenceHull, load_hull
 from matinvent.oracles.mlip import MLIPEnergyAboveHull, MLIPRelaxer, relaxed_hull_energy
-from matinvent.rewards import load_task, task_from_dict
-from matinvent.scoring import Scorer
+from matinvent.scoring.rewards import load_task, task_from_dict
+from matinvent.scoring.scorer import Scorer
 
 needs_sevenn = pytest.mark.skipif(importlib.util.find_spec("sevenn") is None, reason="needs the mlip extra (sevenn)")
 
@@ -98,7 +98,7 @@ def test_stable_structures_are_on_the_hull_and_a_high_pressure_phase_far_above(r
     assert abs(mgo) <= 0.05 and 0.0 <= si <= 0.1  # both on MP's hull (mp-1265, mp-149)
     assert b2 > 0.5 and b2 - mgo > 0.5  # MgO B2 vs B1: ~0.75 eV/atom with SevenNet-0
     assert relaxer.relaxed(cscl_mgo()).converged  # a relaxed high-energy phase, not an unconverged one
-    # the prior evaluation (matinvent.stability) reads the same number off the same relaxation
+    # the prior evaluation (matinvent.evaluation.stability) reads the same number off the same relaxation
     row, _ = stability.measure_structure(cscl_mgo(), 0, relaxer, load_hull())
     assert row["e_above_hull"] == pytest.approx(b2, abs=1e-12) and row["stable"] is False
     assert relaxer.n_relaxations == 3

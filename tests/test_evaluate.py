@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matinvent.crystal import Crystal
-from matinvent.evaluate import (
+from matinvent.crystal.record import Crystal
+from matinvent.evaluation.sample_metrics import (
     composition_valid,
     evaluate_crystals,
     load_sample_dir,

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from matinvent.cli import main
-from matinvent.crystal import Crystal
-from matinvent.datasets import read_cdvae_csv
-from matinvent.export import export_run, select_rows
-from matinvent.memory import CrystalRecord, Memory
+from matinvent.crystal.record import Crystal
+from matinvent.io.cdvae_csv import read_cdvae_csv
+from matinvent.io.export import export_run, select_rows
+from matinvent.io.run_memory import CrystalRecord, Memory
 from matinvent.oracles import Density
 
 RUN_ID = "123456789012"  # all digits: ASE's database refuses it as a key-value string, so it goes to data
@@ -54,7 +54,7 @@ def run_dir(tmp_path_factory, data_dir):
 
 
 def _memory(run_dir) -> pd.DataFrame:
-    from matinvent.memory import read_memory
+    from matinvent.io.run_memory import read_memory
 
     return read_memory(run_dir).set_index("id")
 

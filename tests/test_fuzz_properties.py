@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
-from matinvent.config import ConfigError, as_number
-from matinvent.crystal import Crystal, CrystalError
+from matinvent.crystal.record import Crystal, CrystalError
 from matinvent.oracles.command import parse_number
-from matinvent.rewards import load_task
+from matinvent.prior.pretrain_config import ConfigError, as_number
 from matinvent.rl import load_rl_config
 from matinvent.rl.config import BOUNDS, VALIDITY
-from matinvent.scoring import Scorer, read_structure_items
+from matinvent.scoring.rewards import load_task
+from matinvent.scoring.scorer import Scorer, read_structure_items
 
 FAST = settings(
     max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]

@@ -7,9 +7,9 @@ import json
 import pytest
 from rl_toy import save_tiny_prior
 
-from matinvent.checkpoint import load_prior
-from matinvent.config import ConfigError
-from matinvent.memory import Memory
+from matinvent.io.run_memory import Memory
+from matinvent.prior.checkpoint import load_prior
+from matinvent.prior.pretrain_config import ConfigError
 from matinvent.rl.config import load_rl_config
 from matinvent.rl.run_folder import resume_mismatch
 
@@ -64,7 +64,7 @@ def _nacl_cif() -> tuple[str, str]:
 
 
 def test_a_dot_coordinate_is_refused_not_read_as_zero():
-    from matinvent.crystal import Crystal, CrystalError
+    from matinvent.crystal.record import Crystal, CrystalError
 
     cif, row = _nacl_cif()
     parts = row.split()
@@ -77,7 +77,7 @@ def test_a_dot_coordinate_is_refused_not_read_as_zero():
 @pytest.mark.parametrize("occupancy", [".", "?", "1.0005", "0.9995", "1.0(0)"])
 def test_a_full_occupancy_in_any_cif_spelling_keeps_the_site(occupancy):
     """'.'/'?' mean the CIF default (1); 1 ± 1e-3 is rounding. pymatgen alone drops '.' and refuses 1.0005."""
-    from matinvent.crystal import Crystal
+    from matinvent.crystal.record import Crystal
 
     cif, row = _nacl_cif()
     parts = row.split()
@@ -87,7 +87,7 @@ def test_a_full_occupancy_in_any_cif_spelling_keeps_the_site(occupancy):
 
 
 def test_a_bad_first_data_block_is_not_skipped_for_a_good_second_one():
-    from matinvent.crystal import Crystal, CrystalError
+    from matinvent.crystal.record import Crystal, CrystalError
 
     cif, _ = _nacl_cif()
     flat = cif.replace("_cell_length_c   5.64000000", "_cell_length_c   0.001").replace("data_NaCl", "data_flat")
@@ -109,7 +109,7 @@ def test_a_null_task_definition_in_run_json_is_refused_naming_the_key(tmp_path):
 
 
 def test_every_data_block_of_a_multi_block_cif_is_checked():
-    from matinvent.crystal import Crystal, CrystalError
+    from matinvent.crystal.record import Crystal, CrystalError
 
     cif, _ = _nacl_cif()
     first = cif.replace("_cell_length_c   5.64000000", "_cell_length_c   0.001")

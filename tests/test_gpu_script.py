@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matinvent.crystal import Crystal
-from matinvent.datasets import save_arrays
+from matinvent.crystal.record import Crystal
+from matinvent.io.cdvae_csv import save_arrays
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_pretrain.py"
 CONFIG = """
@@ -57,7 +57,7 @@ def test_toy_run_trains_the_asked_epochs_and_packs_samples(tmp_path, data_dir, s
 
 
 def test_plan_caps_the_steps_at_the_budget(script):
-    from matinvent.config import PretrainConfig
+    from matinvent.prior.pretrain_config import PretrainConfig
 
     cfg = PretrainConfig()
     cfg.train.batch_size, cfg.train.warmup_steps = 2048, 500

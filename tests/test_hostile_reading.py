@@ -17,11 +17,11 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifParser, CifWriter
 
 from matinvent.cli import main
-from matinvent.crystal import Crystal, CrystalError, TooManyAtomsError, iter_extxyz, write_extxyz
-from matinvent.datasets import read_cdvae_csv
+from matinvent.crystal.checks import check_cell_parameters, split_xyz_frames
+from matinvent.crystal.record import Crystal, CrystalError, TooManyAtomsError, iter_extxyz, write_extxyz
+from matinvent.io.cdvae_csv import read_cdvae_csv
 from matinvent.oracles import Density
-from matinvent.scoring import read_structure_items
-from matinvent.structure_checks import check_cell_parameters, split_xyz_frames
+from matinvent.scoring.scorer import read_structure_items
 
 NACL = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 KBR = Structure(Lattice.cubic(6.6), ["K", "Br"], [[0, 0, 0], [0.5, 0.5, 0.5]])

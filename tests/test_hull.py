@@ -10,7 +10,7 @@ import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
-from matinvent.hull import (
+from matinvent.oracles.hull import (
     HullFileError,
     ReferenceHull,
     default_hull_path,

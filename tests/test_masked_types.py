@@ -7,11 +7,11 @@ import torch
 from model_utils import perturbed
 from torch.distributions import Categorical, kl_divergence
 
-from matinvent.batch import CrystalBatch
-from matinvent.checkpoint import load_prior, save_prior
-from matinvent.crystal import Crystal
+from matinvent.crystal.batch import CrystalBatch
+from matinvent.crystal.record import Crystal
 from matinvent.diffusion import AbsorbingSchedule
-from matinvent.transition_likelihood import kl_terms, log_prob_terms, transition_kl, transition_log_prob
+from matinvent.prior.checkpoint import load_prior, save_prior
+from matinvent.prior.likelihood import kl_terms, log_prob_terms, transition_kl, transition_log_prob
 
 f64 = torch.float64
 T = 20
@@ -173,7 +173,7 @@ def test_forward_masking_and_loss(model, structures):
 
 
 def test_forward_mask_fraction_follows_alpha(model):
-    from matinvent import masked_types as mt
+    from matinvent.prior import masked_types as mt
 
     Z = torch.randint(1, 90, (20000,), generator=gen(2))
     t = torch.full((20000,), 7)

@@ -15,11 +15,11 @@ from pymatgen.core import Lattice, Structure
 from timeout_oracles import MisbehavingOracle, broken_factory
 
 from matinvent.cli import main
-from matinvent.executor import LocalExecutor, OracleSpec
 from matinvent.oracles import CommandOracle, OracleError
 from matinvent.oracles.command import parse_number
-from matinvent.rewards import Target, Task, load_task
-from matinvent.scoring import Scorer
+from matinvent.scoring.executor import LocalExecutor, OracleSpec
+from matinvent.scoring.rewards import Target, Task, load_task
+from matinvent.scoring.scorer import Scorer
 
 HANG_GUARD_S = 30.0  # a hang guard, not a speed assertion
 
@@ -200,7 +200,7 @@ def test_command_oracle_reads_only_ascii_numbers(structures, printed, expected):
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
 def test_optimize_config_rejects_a_non_positive_oracle_timeout(bad):
-    from matinvent.config import ConfigError
+    from matinvent.prior.pretrain_config import ConfigError
     from matinvent.rl.config import rl_config_from_dict
 
     with pytest.raises(ConfigError, match="oracle_timeout_s"):

@@ -12,7 +12,7 @@ import pytest
 from pymatgen.analysis.hhi import HHIModel
 from pymatgen.core import Element, Lattice, Structure
 
-from matinvent.crystal import Crystal
+from matinvent.crystal.record import Crystal
 from matinvent.oracles import HHI, CommandOracle, Density, Oracle, OracleError, available_oracles, get_oracle
 
 AVOGADRO = 6.02214076e23

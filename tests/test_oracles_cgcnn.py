@@ -11,7 +11,7 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from matinvent.crystal import Crystal
+from matinvent.crystal.record import Crystal
 from matinvent.oracles.cgcnn import (
     CGCNN_ORACLES,
     CGCNNBandGap,

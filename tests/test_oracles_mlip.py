@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from matinvent.crystal import Crystal
+from matinvent.crystal.record import Crystal
 from matinvent.oracles import mlip
 from matinvent.oracles.base import Oracle
 

@@ -9,11 +9,11 @@ import math
 import pytest
 from rl_toy import save_tiny_prior
 
-from matinvent import scoring
-from matinvent.cli import build_parser, main
+from matinvent.cli.parser import build_parser, main
 from matinvent.config_io import ConfigError
-from matinvent.memory import read_memory
+from matinvent.io.run_memory import read_memory
 from matinvent.rl.config import RLConfig, rl_config_from_dict, validate
+from matinvent.scoring import scorer as scoring
 
 needs_sevenn = pytest.mark.skipif(importlib.util.find_spec("sevenn") is None, reason="needs the mlip extra (sevenn)")
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from matinvent.batch import CrystalBatch, scatter_mean, scatter_sum
-from matinvent.crystal import Crystal
-from matinvent.packed import PackedCrystals
+from matinvent.crystal.batch import CrystalBatch, scatter_mean, scatter_sum
+from matinvent.crystal.record import Crystal
+from matinvent.io.packed import PackedCrystals
 
 FIELDS = ("Z", "F", "L", "batch", "num_atoms")
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
-from matinvent.recheck_files import clean, merge_summary, write_cifs, write_csv, write_json
+from matinvent.evaluation.recheck_files import clean, merge_summary, write_cifs, write_csv, write_json
 
 
 def test_clean_turns_nan_and_numpy_into_json_values() -> None:

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from matinvent import report
-from matinvent.memory import CrystalRecord, Memory
-from matinvent.report import load_run, target_windows, top_candidates, write_report
-from matinvent.report_plots import band
+from matinvent.io.run_memory import CrystalRecord, Memory
+from matinvent.report import markdown as report
+from matinvent.report.markdown import load_run, target_windows, top_candidates, write_report
+from matinvent.report.plots import band
 
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -325,8 +325,8 @@ def test_in_progress_run_takes_task_and_seed_from_run_json(runs, tmp_path):
 
 
 def test_overlay_styles_colour_by_method_and_dash_by_seed():
-    from matinvent.report import Run
-    from matinvent.report_plots import styles as _styles
+    from matinvent.report.markdown import Run
+    from matinvent.report.plots import styles as _styles
 
     def run(method: str) -> Run:
         return Run(Path("."), method, {"method": method}, pd.DataFrame(), pd.DataFrame(), [])

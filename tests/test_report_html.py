@@ -15,13 +15,13 @@ import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
-from matinvent import structure_view
 from matinvent.cli import main
-from matinvent.memory import CrystalRecord, Memory
-from matinvent.report import write_report
-from matinvent.report_html import curve_figures, write_html_report
-from matinvent.report_runs import load_runs
-from matinvent.structure_view import cell_images, symmetry
+from matinvent.io.run_memory import CrystalRecord, Memory
+from matinvent.report import structure_view
+from matinvent.report.html import curve_figures, write_html_report
+from matinvent.report.markdown import write_report
+from matinvent.report.runs import load_runs
+from matinvent.report.structure_view import cell_images, symmetry
 
 ROCKSALT = {"NaCl": 5.64, "KCl": 6.29, "LiF": 4.03, "MgO": 4.21}  # Å
 
@@ -201,7 +201,7 @@ def test_bands_never_below_zero(runs):
 
 
 def test_an_energy_above_hull_band_may_go_below_zero():
-    from matinvent.report_plots import band
+    from matinvent.report.plots import band
 
     lo, hi = band("e_above_hull", np.array([-0.2, 0.05]), np.array([0.1, 0.1]))  # below the thinned hull
     np.testing.assert_allclose(lo, [-0.3, -0.05])

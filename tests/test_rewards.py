@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from matinvent.config import ConfigError
-from matinvent.rewards import Target, builtin_tasks, load_task, task_from_dict
+from matinvent.prior.pretrain_config import ConfigError
+from matinvent.scoring.rewards import Target, builtin_tasks, load_task, task_from_dict
 
 
 def test_range_reward_inside_edge_and_outside_match_the_formula():

@@ -12,12 +12,12 @@ import torch
 from rl_toy import TASK, LightFraction, save_tiny_prior
 
 from matinvent.cli import main
-from matinvent.config import ConfigError
-from matinvent.memory import read_memory
+from matinvent.io.run_memory import read_memory
 from matinvent.oracles import Oracle
-from matinvent.rewards import task_from_dict
+from matinvent.prior.pretrain_config import ConfigError
 from matinvent.rl import METHODS, RLConfig, optimize
-from matinvent.scoring import Scorer
+from matinvent.scoring.rewards import task_from_dict
+from matinvent.scoring.scorer import Scorer
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_matinvent_raises_a_toy_reward_with_bounded_kl(tmp_path):
     (With the stabilised defaults, normalised advantages + per-dimension log-probs, this Gaussian-type toy did
     not move within 10 iterations: 0.74 → 0.70; see the README.)
     """
-    from matinvent.checkpoint import load_prior
+    from matinvent.prior.checkpoint import load_prior
 
     task = task_from_dict(
         {"name": "heavy", "properties": {"heavy": {"target": "above", "threshold": 0.99, "ramp": 0.99}}}

@@ -8,9 +8,9 @@ import torch
 from model_utils import save_tiny_masked_prior
 from rl_toy import TASK, LightFraction
 
-from matinvent.memory import read_memory
+from matinvent.io.run_memory import read_memory
 from matinvent.rl import RLConfig, optimize
-from matinvent.scoring import Scorer
+from matinvent.scoring.scorer import Scorer
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import torch
 from rl_toy import save_tiny_prior
 from torch.distributions import Categorical, kl_divergence
 
-from matinvent.checkpoint import load_prior
 from matinvent.oracles import Oracle
-from matinvent.rewards import task_from_dict
+from matinvent.prior.checkpoint import load_prior
 from matinvent.rl import RLConfig, optimize
 from matinvent.rl.natoms import NatomsPolicy
-from matinvent.scoring import Scorer
+from matinvent.scoring.rewards import task_from_dict
+from matinvent.scoring.scorer import Scorer
 
 HIST = torch.tensor([0.0, 0.0, 3.0, 1.0, 0.0, 4.0], dtype=torch.float64)  # support {2, 3, 5}; 4 never seen
 SUPPORT = [2, 3, 5]

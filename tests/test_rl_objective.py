@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from matinvent.components import COMPONENTS
-from matinvent.crystal_diffusion import TransitionParams
+from matinvent.prior.components import COMPONENTS
+from matinvent.prior.likelihood import kl_terms, log_prob_terms
+from matinvent.prior.model import TransitionParams
 from matinvent.rl.config import ComponentWeights, RLConfig
 from matinvent.rl.methods import MatInvent, Rollout
 from matinvent.rl.objective import (
@@ -26,7 +27,6 @@ from matinvent.rl.objective import (
 )
 from matinvent.rl.trainer import sampling_log_probs
 from matinvent.rl.trajectories import split_trajectory, stack_step
-from matinvent.transition_likelihood import kl_terms, log_prob_terms
 
 STEPS = 8  # reverse steps of the sampled trajectories (T of the MDP)
 

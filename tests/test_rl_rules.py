@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from matinvent.config_io import ConfigError
-from matinvent.metrics import RunningMetrics
+from matinvent.prior.likelihood import transition_log_prob
 from matinvent.rl.config import RLConfig, validate
 from matinvent.rl.diversity import DiversityFilter
 from matinvent.rl.methods import MatInvent, top_indices
+from matinvent.rl.metrics import RunningMetrics
 from matinvent.rl.replay import ReplayBuffer
 from matinvent.rl.trajectories import CrystalTrajectory, split_trajectory, stack_step
-from matinvent.transition_likelihood import transition_log_prob
 
 
 def test_diversity_filter_matches_the_linear_decay_formula():
@@ -146,7 +146,7 @@ def with_prior(sampled):
 
 def test_matinvent_loss_is_the_papers_formula(with_prior):
     """With K = T, the optimised loss equals mean_j[−α r_j Σ_t log p + β (λ − r_j) Σ_t KL] exactly."""
-    from matinvent.transition_likelihood import transition_kl
+    from matinvent.prior.likelihood import transition_kl
 
     model, prior, trajs, ts = with_prior
     r = np.array([0.2, 0.9, 0.5])
@@ -165,8 +165,8 @@ def test_matinvent_loss_is_the_papers_formula(with_prior):
 
 def test_batch_baseline_subtracts_the_mean_reward_from_the_policy_weight_only(with_prior):
     """baseline: batch → loss = mean_j[−α (r_j − b) Σ_t log p + β (λ − r_j) Σ_t KL], b = the batch's mean reward."""
+    from matinvent.prior.likelihood import transition_kl
     from matinvent.rl.methods import Rollout
-    from matinvent.transition_likelihood import transition_kl
 
     model, prior, trajs, ts = with_prior
     r = np.array([0.2, 0.9, 0.4])
@@ -190,8 +190,8 @@ def test_batch_baseline_subtracts_the_mean_reward_from_the_policy_weight_only(wi
 
 def test_rejected_pg_zero_puts_gated_out_crystals_in_the_update_at_reward_zero(with_prior):
     """rejected_pg: zero → the gate's rejects join top-k and baseline with r = 0; skip → the loss ignores them."""
+    from matinvent.prior.likelihood import transition_kl
     from matinvent.rl.methods import Rollout
-    from matinvent.transition_likelihood import transition_kl
 
     model, prior, trajs, ts = with_prior
     r = np.array([0.2, 0.9, 0.4, 0.0, 0.0])
@@ -225,7 +225,7 @@ def test_rejected_pg_zero_puts_gated_out_crystals_in_the_update_at_reward_zero(w
 
 def test_pg_components_restrict_the_policy_gradient_to_the_chosen_log_prob_terms(with_prior):
     """pg_components: [A] → loss = mean_j[−α r_j Σ_t log p_A + β (λ − r_j) Σ_t KL(all components)]."""
-    from matinvent.transition_likelihood import kl_terms, log_prob_terms
+    from matinvent.prior.likelihood import kl_terms, log_prob_terms
 
     model, prior, trajs, ts = with_prior
     r = np.array([0.2, 0.9, 0.5])

@@ -9,12 +9,12 @@ import pytest
 import torch
 from rl_toy import TASK, LightFraction, save_tiny_prior
 
-from matinvent.checkpoint import load_prior
-from matinvent.config import ConfigError
-from matinvent.memory import read_memory
+from matinvent.io.run_memory import read_memory
+from matinvent.prior.checkpoint import load_prior
+from matinvent.prior.pretrain_config import ConfigError
 from matinvent.rl import RLConfig, optimize
 from matinvent.rl.config import ComponentWeights, rl_config_from_dict
-from matinvent.scoring import Scorer
+from matinvent.scoring.scorer import Scorer
 
 BUDGET = 18  # evaluations: at least 3 iterations of 6 (crystals with a degenerate cell are not evaluated)
 
@@ -219,7 +219,7 @@ def test_skip_last_beyond_the_sampler_fails_before_the_run_folder_is_written(tin
 @pytest.mark.parametrize("method", ["reinforce", "hill-climb", "weighted-denoising", "prior"])
 def test_the_baselines_train_with_the_stabilisers_off(tiny_prior, tmp_path, method):
     """Only matinvent is stabilised: the other methods get the paper's terms whatever the config says."""
-    from matinvent.checkpoint import load_prior as load
+    from matinvent.prior.checkpoint import load_prior as load
     from matinvent.rl.trainer import RLTrainer
 
     cfg = all_switches(tiny_prior, "exclude")

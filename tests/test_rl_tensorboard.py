@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from rl_toy import TASK, LightFraction, save_tiny_prior
 
-from matinvent.config import ConfigError
+from matinvent.prior.pretrain_config import ConfigError
 from matinvent.rl import RLConfig, optimize
 from matinvent.rl.tensorboard import TensorBoardLogger
-from matinvent.scoring import Scorer
+from matinvent.scoring.scorer import Scorer
 
 
 @pytest.fixture(scope="module")

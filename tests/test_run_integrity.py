@@ -16,13 +16,13 @@ import torch
 from rl_toy import LightFraction, save_tiny_prior
 from safetensors.torch import load_file, save_file
 
-from matinvent.checkpoint import load_prior
 from matinvent.cli import main
-from matinvent.config import ConfigError
-from matinvent.memory import read_memory
+from matinvent.io.run_memory import read_memory
+from matinvent.prior.checkpoint import load_prior
+from matinvent.prior.pretrain_config import ConfigError
 from matinvent.rl import RLConfig, optimize
-from matinvent.run_lock import LOCK_FILE, RunLock, RunLockedError
-from matinvent.scoring import Scorer
+from matinvent.rl.run_lock import LOCK_FILE, RunLock, RunLockedError
+from matinvent.scoring.scorer import Scorer
 
 TASK_YAML = "name: dense\nproperties:\n  density: {target: range, center: 11.0, tolerance: 0.5, ramp: 3.0}\n"
 
@@ -96,7 +96,9 @@ def test_a_second_optimize_process_on_one_out_exits_2_at_once_and_duplicates_not
 
 
 def test_lock_names_the_holder_and_is_freed_when_the_holder_is_killed(tmp_path):
-    code = f"from matinvent.run_lock import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); time.sleep(60)"
+    code = (
+        f"from matinvent.rl.run_lock import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code])
     try:
         for _ in range(600):
@@ -261,7 +263,7 @@ def test_a_failed_start_leaves_nothing_that_blocks_the_retry(setup, tmp_path, ca
 
 
 def test_a_bad_memory_column_name_fails_before_run_json(setup, tmp_path):
-    from matinvent.rewards import Target, Task
+    from matinvent.scoring.rewards import Target, Task
 
     task = Task(name="bad", targets=(Target(prop="my-prop", kind="above", threshold=0.5),))  # not via a task file
     cfg = RLConfig(prior=str(setup / "prior"), batch_size=6, validity="none", threads=1)

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from matinvent.cli import main
-from matinvent.crystal import Crystal, write_extxyz
-from matinvent.datasets import read_cdvae_csv
+from matinvent.crystal.record import Crystal, write_extxyz
+from matinvent.io.cdvae_csv import read_cdvae_csv
 from matinvent.oracles import Density
-from matinvent.rewards import load_task
-from matinvent.scoring import Scorer, read_structures
+from matinvent.scoring.rewards import load_task
+from matinvent.scoring.scorer import Scorer, read_structures
 
 
 @pytest.fixture(scope="module")

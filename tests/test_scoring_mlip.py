@@ -9,8 +9,8 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from matinvent.cli import main
-from matinvent.rewards import task_from_dict
-from matinvent.scoring import Scorer
+from matinvent.scoring.rewards import task_from_dict
+from matinvent.scoring.scorer import Scorer
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("sevenn") is None, reason="needs the mlip extra")
 

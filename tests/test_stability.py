@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from matinvent import stability
+from matinvent.evaluation import stability
 from matinvent.oracles.mlip import MLIPRelaxer, Relaxed, mp_elemental_references
 
 needs_sevenn = pytest.mark.skipif(importlib.util.find_spec("sevenn") is None, reason="needs the mlip extra (sevenn)")

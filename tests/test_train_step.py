@@ -9,10 +9,9 @@ import math
 import pytest
 import torch
 
-from matinvent.batch import CrystalBatch
-from matinvent.config import ConfigError, PretrainConfig, from_dict, validate_pretrain
-from matinvent.crystal_diffusion import CrystalDiffusion
-from matinvent.train import (
+from matinvent.crystal.batch import CrystalBatch
+from matinvent.prior.model import CrystalDiffusion
+from matinvent.prior.pretrain import (
     STATE,
     RunningLoss,
     _lr_at,
@@ -21,6 +20,7 @@ from matinvent.train import (
     natoms_histogram,
     pretrain,
 )
+from matinvent.prior.pretrain_config import ConfigError, PretrainConfig, from_dict, validate_pretrain
 
 
 def tiny_config(max_steps: int = 5, **train) -> PretrainConfig:

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from matinvent.crystal import Crystal
-from matinvent.datasets import read_cdvae_csv
-from matinvent.validity import (
+from matinvent.crystal.record import Crystal
+from matinvent.crystal.validity import (
     DENSITY_WINDOW,
     F_COVALENT,
     cdvae_validity,
@@ -23,6 +22,7 @@ from matinvent.validity import (
     physically_valid,
     resolve_gate,
 )
+from matinvent.io.cdvae_csv import read_cdvae_csv
 
 MP20_VAL = Path(__file__).parents[1] / ".." / "shared" / "data" / "mp_20" / "val.csv.gz"
 ROCKSALT_F = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.5] * 3]
@@ -126,7 +126,7 @@ def test_gates_combine_checks_and_map_old_names():
 
 
 def test_rl_gate_uses_physical_validity_by_default_and_keeps_the_old_check():
-    from matinvent.config import ConfigError
+    from matinvent.prior.pretrain_config import ConfigError
     from matinvent.rl.config import RLConfig, validate
     from matinvent.rl.loop import validity_flags
 

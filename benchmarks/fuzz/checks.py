@@ -19,8 +19,8 @@ from ase.data import chemical_symbols, covalent_radii
 
 from fuzz.cif import CELL_KEYS as _CELL
 
-F_CONTACT = 0.7  # matinvent.validity.F_COVALENT, as documented
-DENSITY = (0.05, 30.0)  # g/cm³, matinvent.validity.DENSITY_WINDOW
+F_CONTACT = 0.7  # matinvent.crystal.validity.F_COVALENT, as documented
+DENSITY = (0.05, 30.0)  # g/cm³, matinvent.crystal.validity.DENSITY_WINDOW
 MAX_LENGTH = 500.0  # Å
 VOLUME_PER_ATOM = (1.0, 1000.0)  # Å³
 MAX_ATOMS = 200

@@ -35,7 +35,7 @@ STATS: Counter[str] = Counter()  # outcomes of the current case (rows, scored, v
 
 
 def cli(argv: list[str]) -> tuple[int | None, str, Problems]:
-    """``matinvent.cli.main(argv)`` with captured output: (exit code, stderr, traceback problems)."""
+    """``matinvent.cli.parser.main(argv)`` with captured output: (exit code, stderr, traceback problems)."""
     from matinvent.cli import main
 
     err = io.StringIO()
@@ -86,9 +86,9 @@ def _score_table(case: dict, scratch: Path) -> tuple[pd.DataFrame | None, str, P
         for col in (case["task"], "reward", "valid"):
             table[col] = pd.to_numeric(table[col], errors="coerce")
         return table, "", problems
-    from matinvent.crystal import CrystalError
-    from matinvent.rewards import load_task
-    from matinvent.scoring import Scorer, read_structure_items, scores_table
+    from matinvent.crystal.record import CrystalError
+    from matinvent.scoring.rewards import load_task
+    from matinvent.scoring.scorer import Scorer, read_structure_items, scores_table
 
     items, error, problems = _lib(read_structure_items, (FileNotFoundError, CrystalError, ValueError), case["path"])
     if items is None:
@@ -189,9 +189,9 @@ def _non_finite(obj: Any, prefix: str = "") -> str:
 
 
 def settings_case(case: dict, scratch: Path) -> Problems:
-    from matinvent.config import ConfigError, load_pretrain_config
-    from matinvent.rewards import load_task
+    from matinvent.prior.pretrain_config import ConfigError, load_pretrain_config
     from matinvent.rl import load_rl_config
+    from matinvent.scoring.rewards import load_task
 
     kind, path, label, base = case["kind"], case["path"], case["label"], Path(case["base"])
     loader = {"rl_config": load_rl_config, "pretrain_config": load_pretrain_config, "task": load_task}[kind]
@@ -236,7 +236,7 @@ def settings_case(case: dict, scratch: Path) -> Problems:
 
 # --- run and prior folders -------------------------------------------------------------------------
 def run_case_folder(case: dict, scratch: Path) -> Problems:
-    from matinvent.run_lock import RunLock
+    from matinvent.rl.run_lock import RunLock
 
     run, base, opts = Path(case["path"]), Path(case["base"]), case["opts"]
     argv = run_argv(base, run, opts["budget"], resume=opts["resume"])
@@ -277,8 +277,8 @@ def _run_integrity(run: Path) -> Problems:
 def prior_case(case: dict, scratch: Path) -> Problems:
     import torch
 
-    from matinvent.checkpoint import load_prior
-    from matinvent.config import ConfigError
+    from matinvent.prior.checkpoint import load_prior
+    from matinvent.prior.pretrain_config import ConfigError
 
     path = case["path"]
     if case["mode"] == "cli":

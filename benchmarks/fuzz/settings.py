@@ -162,7 +162,7 @@ CROSS = [
 
 def pretrain_config_case(rng: np.random.Generator) -> tuple[str, bytes, str]:
     """(mutation, YAML bytes, label) of a pretraining config with a hostile value, section or file."""
-    from matinvent.config import PRETRAIN_BOUNDS
+    from matinvent.prior.pretrain_config import PRETRAIN_BOUNDS
 
     r = rng.random()
     if r < 0.1:
@@ -209,7 +209,7 @@ def _task_text(name: str, reduce: str, props: dict[str, str], oracles: str | Non
 
 def task_case(rng: np.random.Generator) -> tuple[str, bytes, str]:
     """(mutation, YAML bytes, label) of a task file with one hostile value, key, name or command."""
-    from matinvent.rewards import RESERVED
+    from matinvent.scoring.rewards import RESERVED
 
     r = rng.random()
     if r < 0.06:

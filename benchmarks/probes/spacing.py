@@ -5,9 +5,9 @@ import time
 
 import torch
 
-import matinvent.crystal_diffusion as cd
-from matinvent.checkpoint import load_prior
-from matinvent.validity import gate_flags
+import matinvent.prior.model as cd
+from matinvent.crystal.validity import gate_flags
+from matinvent.prior.checkpoint import load_prior
 
 torch.set_num_threads(1)
 

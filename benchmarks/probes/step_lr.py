@@ -5,8 +5,8 @@ import time
 
 import torch
 
-from matinvent.checkpoint import load_prior
-from matinvent.validity import gate_flags
+from matinvent.crystal.validity import gate_flags
+from matinvent.prior.checkpoint import load_prior
 
 torch.set_num_threads(1)
 res = []

@@ -8,9 +8,9 @@
     run = mi.optimize("density", budget=32, out="runs/api", batch_size=16)
     run.hits()                                           # the distinct hits, with their structures
 
-Structures may be pymatgen ``Structure``, ASE ``Atoms`` or :class:`~matinvent.crystal.Crystal`
+Structures may be pymatgen ``Structure``, ASE ``Atoms`` or :class:`~matinvent.crystal.record.Crystal`
 objects, or a path (a folder of CIFs, an extxyz file, a CDVAE CSV). Tasks are a shipped name
-(:func:`tasks`), a task YAML file or a :class:`~matinvent.rewards.Task`.
+(:func:`tasks`), a task YAML file or a :class:`~matinvent.scoring.rewards.Task`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ if TYPE_CHECKING:
     import pandas as pd
     from pymatgen.core import Structure
 
-    from matinvent.constraints import ChemConstraints
-    from matinvent.crystal_diffusion import CrystalDiffusion
-    from matinvent.rewards import Task
+    from matinvent.crystal.constraints import ChemConstraints
+    from matinvent.prior.model import CrystalDiffusion
     from matinvent.rl.config import RLConfig
+    from matinvent.scoring.rewards import Task
 
 DEFAULT_METHOD = "matinvent"  # the paper's Eq. 17 with our stabilisers (README: Benchmarks)
 
@@ -37,15 +37,15 @@ DEFAULT_METHOD = "matinvent"  # the paper's Eq. 17 with our stabilisers (README:
 
 def tasks() -> list[str]:
     """Names of the shipped tasks (``matinvent tasks`` lists their windows)."""
-    from matinvent.rewards import builtin_tasks
+    from matinvent.scoring.rewards import builtin_tasks
 
     return builtin_tasks()
 
 
 def load_task(task: str | Path | Task) -> Task:
-    """A :class:`~matinvent.rewards.Task` from a shipped name or a YAML path (a ``Task`` is returned as is)."""
-    from matinvent.rewards import Task
-    from matinvent.rewards import load_task as _load
+    """A :class:`~matinvent.scoring.rewards.Task` from a shipped name or a YAML path (a ``Task`` is returned as is)."""
+    from matinvent.scoring.rewards import Task
+    from matinvent.scoring.rewards import load_task as _load
 
     return task if isinstance(task, Task) else _load(task)
 
@@ -55,7 +55,7 @@ def load_task(task: str | Path | Task) -> Task:
 
 @dataclass
 class Prior:
-    """A loaded crystal diffusion prior: ``model`` (:class:`~matinvent.crystal_diffusion.CrystalDiffusion`)
+    """A loaded crystal diffusion prior: ``model`` (:class:`~matinvent.prior.model.CrystalDiffusion`)
     and the checkpoint folder it came from."""
 
     model: CrystalDiffusion
@@ -77,12 +77,12 @@ class Prior:
         """``n`` crystals as pymatgen Structures, reproducible for (seed, steps, batch_size).
 
         ``steps``: reverse sampler steps (default: the checkpoint's ``sample_steps``); ``constraints``: a
-        :class:`~matinvent.constraints.ChemConstraints` or its mapping (``{"exclude": ["O"], "max_elements":
+        :class:`~matinvent.crystal.constraints.ChemConstraints` or its mapping (``{"exclude": ["O"], "max_elements":
         3, "natoms": [4, 12], "preset": "no-radioactive"}`` …), enforced inside the sampler so every crystal
         satisfies it. Degenerate samples (no buildable cell) are left out: the list may be shorter than ``n``.
         """
-        from matinvent.constraints import ChemConstraints
-        from matinvent.sampling import sample_crystals
+        from matinvent.crystal.constraints import ChemConstraints
+        from matinvent.prior.sampling import sample_crystals
 
         if constraints is not None and not isinstance(constraints, ChemConstraints):
             constraints = ChemConstraints.from_dict(constraints)
@@ -98,8 +98,8 @@ class Prior:
 def load_prior(name_or_path: str | Path | None = None, device: str = "cpu") -> Prior:
     """A bundled prior by name (``mp20_masked`` — the default —, ``mp20_base``, ``mp20_small``) or a
     checkpoint folder (e.g. ``RUN/agent`` of an optimisation); raises naming the missing file."""
-    from matinvent.checkpoint import load_prior as _load
-    from matinvent.checkpoint import resolve_checkpoint
+    from matinvent.prior.checkpoint import load_prior as _load
+    from matinvent.prior.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(name_or_path)
     return Prior(_load(path, device=device), path)
@@ -112,11 +112,11 @@ def _structure_input(structures: Any, max_atoms: int | None) -> tuple[list[str],
     """(ids, structures, read reasons) of a path, one structure or a sequence of them."""
     from ase import Atoms
 
-    from matinvent.crystal import Crystal
+    from matinvent.crystal.record import Crystal
     from matinvent.oracles.base import as_structures
 
     if isinstance(structures, str | Path):
-        from matinvent.scoring import read_structure_items
+        from matinvent.scoring.scorer import read_structure_items
 
         return tuple(read_structure_items(structures, max_atoms=max_atoms))
     if isinstance(structures, Crystal | Atoms) or hasattr(structures, "frac_coords"):  # one structure
@@ -144,8 +144,8 @@ def score(
     ``mlip_model``-relaxed structures. ``max_atoms`` bounds what is read from a path (default: the
     readers' limit).
     """
-    from matinvent.scoring import Scorer, scores_table
-    from matinvent.structure_checks import MAX_ATOMS
+    from matinvent.crystal.checks import MAX_ATOMS
+    from matinvent.scoring.scorer import Scorer, scores_table
 
     task = load_task(task)
     ids, structs, reasons = _structure_input(structures, MAX_ATOMS if max_atoms is None else max_atoms)
@@ -169,15 +169,15 @@ class RunResult:
     summary: dict[str, Any] = field(repr=False)
 
     def memory(self) -> pd.DataFrame:
-        """Every sampled crystal of the run (:func:`matinvent.memory.read_memory`)."""
-        from matinvent.memory import read_memory
+        """Every sampled crystal of the run (:func:`matinvent.io.run_memory.read_memory`)."""
+        from matinvent.io.run_memory import read_memory
 
         return read_memory(self.path)
 
     def hits(self, distinct: bool = True) -> pd.DataFrame:
         """The hits, best reward first (one per formula with ``distinct``), with a ``structure`` column."""
-        from matinvent.crystal import Crystal
-        from matinvent.export import select_rows
+        from matinvent.crystal.record import Crystal
+        from matinvent.io.export import select_rows
 
         rows = select_rows(self.memory(), hits_only=True, distinct=distinct)
         rows["structure"] = [Crystal.from_cif(c, max_atoms=None).to_structure() for c in rows["cif"]]
@@ -194,7 +194,7 @@ class RunResult:
 
 def _config(config: str | Path | RLConfig | dict[str, Any] | None, overrides: dict[str, Any]) -> RLConfig:
     """An RLConfig from a YAML path / RLConfig / mapping / ``None`` with ``overrides`` applied (validated)."""
-    from matinvent.config import to_dict
+    from matinvent.prior.pretrain_config import to_dict
     from matinvent.rl.config import RLConfig, load_rl_config, rl_config_from_dict
 
     if isinstance(config, RLConfig):
@@ -222,7 +222,7 @@ def optimize(
     ``config``: an optimisation YAML, an ``RLConfig`` or a mapping; ``overrides`` set single keys of it
     (``prior="mp20_small"`` or a :class:`Prior`, ``batch_size=16``, ``sample_steps=10``, ``recheck_n=0``,
     ``constraints={"preset": "no-radioactive"}`` …); an unknown key raises
-    :class:`~matinvent.config.ConfigError` naming it. ``out`` is the run folder (refused when it holds a
+    :class:`~matinvent.prior.pretrain_config.ConfigError` naming it. ``out`` is the run folder (refused when it holds a
     run, unless ``resume``).
     """
     from matinvent.rl.loop import optimize as _optimize

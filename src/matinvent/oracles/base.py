@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from matinvent.crystal import Crystal
+from matinvent.crystal.record import Crystal
 
 log = logging.getLogger(__name__)
 

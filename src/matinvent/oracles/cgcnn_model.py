@@ -9,7 +9,7 @@ The crystal graph is built exactly as the models were trained: every atom keeps 
 neighbours within 8 Å (periodic images included, stable sort by distance); atoms with fewer are
 padded with neighbour index 0 (the crystal's first atom) at distance 8 + 1 Å. Distances are
 expanded on Gaussians centred at 0, 0.2, …, 8.0 Å with width 0.2 Å: ``exp(-(d - μ)² / 0.2²)``.
-Many crystals go through one forward pass; atoms are mean-pooled per crystal (``matinvent.batch.scatter_mean``).
+Many crystals go through one forward pass; atoms are mean-pooled per crystal (``matinvent.crystal.batch.scatter_mean``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from matinvent.batch import batch_index, scatter_mean
+from matinvent.crystal.batch import batch_index, scatter_mean
 
 RADIUS = 8.0  # Å, neighbour cutoff
 MAX_NUM_NBR = 12

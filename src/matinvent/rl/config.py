@@ -7,11 +7,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from matinvent.components import COMPONENTS
 from matinvent.config_io import Bounds, ConfigError, from_dict, read_yaml
-from matinvent.constraints import ChemConstraints
-from matinvent.executor import EXECUTORS
-from matinvent.validity import GATE_ALIASES, GATES
+from matinvent.crystal.constraints import ChemConstraints
+from matinvent.crystal.validity import GATE_ALIASES, GATES
+from matinvent.prior.components import COMPONENTS
+from matinvent.scoring.executor import EXECUTORS
 
 METHODS = ("matinvent", "reinforce", "hill-climb", "prior", "weighted-denoising")
 VALIDITY = (*GATES, *GATE_ALIASES)  # full = physical+composition, structure = physical (older names)
@@ -98,7 +98,7 @@ class RLConfig:
     recheck_n: int = 20  # at the end, relax up to this many distinct hits (random subset) and re-score them (0 = off)
     n_hits: int = 100  # Burden's n
     diversity_budget: int = 3000  # Diversity ratio's b
-    # chemical-space constraints enforced inside the sampler (matinvent.constraints: elements, exclude, chemsys,
+    # chemical-space constraints enforced inside the sampler (matinvent.crystal.constraints: elements, exclude, chemsys,
     # max_elements, natoms, preset); stored canonically, so --resume recomputes under the same masks
     constraints: dict[str, Any] = field(default_factory=lambda: ChemConstraints().to_dict())
 

@@ -4,7 +4,7 @@
 
 - ``run.json``       — task and its definition, method, seed, config, run id: written once every check
   passed, and compared on ``--resume`` (:mod:`matinvent.rl.run_folder`);
-- ``.lock``          — held by the running process (:mod:`matinvent.run_lock`): one run per folder;
+- ``.lock``          — held by the running process (:mod:`matinvent.rl.run_lock`): one run per folder;
 - ``memory.sqlite``  — every sampled crystal, committed per batch as soon as it is scored;
 - ``oracle_cache.sqlite`` — every oracle result, committed the moment it arrives (so a kill in the
   middle of a batch loses none; timeouts and lost workers are not kept, and are retried);
@@ -18,7 +18,7 @@ A run killed at any point resumes exactly: the checkpoint restores iteration k's
 the same crystals are sampled again, and rows already in memory for that iteration are reused
 instead of calling the oracles again; within a batch killed half-way, the oracle cache serves the
 finished structures. The oracles run in-process, in local workers or on Dask (``executor``,
-``scheduler``, ``workers``; :func:`matinvent.executor.make_executor`).
+``scheduler``, ``workers``; :func:`matinvent.scoring.executor.make_executor`).
 """
 
 from __future__ import annotations
@@ -38,14 +38,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from matinvent.checkpoint import load_prior, resolve_checkpoint, save_prior
-from matinvent.config import MAX_SEED, ConfigError
-from matinvent.config import to_dict as config_to_dict
-from matinvent.constraints import merged_constraints
-from matinvent.crystal import Crystal
+from matinvent.crystal.constraints import merged_constraints
+from matinvent.crystal.record import Crystal
+from matinvent.crystal.validity import gate_flags
 from matinvent.diffusion import respaced_timesteps
-from matinvent.executor import make_executor
-from matinvent.rewards import Task, load_task
+from matinvent.prior.checkpoint import load_prior, resolve_checkpoint, save_prior
+from matinvent.prior.pretrain_config import MAX_SEED, ConfigError
+from matinvent.prior.pretrain_config import to_dict as config_to_dict
 from matinvent.rl.config import RLConfig, validate
 from matinvent.rl.methods import METHOD_CLASSES
 from matinvent.rl.run_folder import (
@@ -62,20 +61,21 @@ from matinvent.rl.run_folder import (
     truncate_metrics,
     write_json,
 )
+from matinvent.rl.run_lock import RunLock
 from matinvent.rl.tensorboard import TensorBoardLogger
 from matinvent.rl.trainer import MEMORY, RLTrainer
-from matinvent.run_lock import RunLock
-from matinvent.scoring import Scorer
-from matinvent.validity import gate_flags
+from matinvent.scoring.executor import make_executor
+from matinvent.scoring.rewards import Task, load_task
+from matinvent.scoring.scorer import Scorer
 
 SUMMARY = "summary.json"
-ORACLE_CACHE = "oracle_cache.sqlite"  # every oracle result, committed as it arrives (matinvent.oracle_cache)
+ORACLE_CACHE = "oracle_cache.sqlite"  # every oracle result, committed as it arrives (matinvent.scoring.oracle_cache)
 MAX_EMPTY_ITERATIONS = 10  # consecutive iterations without a valid crystal before a run gives up
 MAX_BUDGET = 1_000_000_000  # oracle evaluations
 
 
 def validity_flags(crystals: list[Crystal | None], mode: str) -> np.ndarray:
-    """Which crystals go to the oracles under the gate ``mode`` (``matinvent.validity.GATES``; old names mapped)."""
+    """Which crystals go to the oracles under the gate ``mode`` (``validity.GATES``; old names mapped)."""
     return gate_flags(crystals, mode)[0]
 
 
@@ -109,7 +109,7 @@ def optimize(
     is called with ``"scored"`` after each batch is committed to memory and ``"checkpoint"`` after
     each checkpoint; ``tensorboard``: also log each metrics row there (:mod:`matinvent.rl.tensorboard`).
     Everything is checked before ``run.json`` is written; the run holds ``out``'s
-    lock (:mod:`matinvent.run_lock`) throughout, so a second process on ``out`` fails at once.
+    lock (:mod:`matinvent.rl.run_lock`) throughout, so a second process on ``out`` fails at once.
     """
     # ---- validate everything before touching the run folder -----------------------------------
     check_method(method)
@@ -280,7 +280,7 @@ def _run(
 
 def _recheck(out: Path, task: Task, n_max: int, seed: int, progress: bool) -> dict[str, Any]:
     """Relax and re-score up to ``n_max`` distinct hits (``matinvent recheck``); its block of summary.json."""
-    from matinvent.recheck import HEADLINE, recheck_run
+    from matinvent.evaluation.recheck import HEADLINE, recheck_run
 
     try:
         result = recheck_run(out, n_max=n_max, seed=seed, task=task, progress=progress)

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from matinvent.batch import CrystalBatch
-from matinvent.components import COMPONENTS
-from matinvent.crystal import Crystal
-from matinvent.crystal_diffusion import CrystalDiffusion
+from matinvent.crystal.batch import CrystalBatch
+from matinvent.crystal.record import Crystal
+from matinvent.prior.components import COMPONENTS
+from matinvent.prior.model import CrystalDiffusion
 from matinvent.rl.config import RLConfig
 from matinvent.rl.natoms import NatomsPolicy
 from matinvent.rl.objective import advantages, component_kls, component_log_probs, kl_loss, policy_loss

@@ -30,9 +30,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from matinvent.components import COMPONENTS
-from matinvent.crystal_diffusion import TransitionParams
-from matinvent.transition_likelihood import kl_terms, log_prob_terms
+from matinvent.prior.components import COMPONENTS
+from matinvent.prior.likelihood import kl_terms, log_prob_terms
+from matinvent.prior.model import TransitionParams
 
 C = len(COMPONENTS)
 

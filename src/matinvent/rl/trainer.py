@@ -22,22 +22,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from matinvent.constraints import ChemConstraints
-from matinvent.crystal import Crystal
-from matinvent.crystal_diffusion import CrystalDiffusion, Trajectory
+from matinvent.crystal.constraints import ChemConstraints
+from matinvent.crystal.record import Crystal
+from matinvent.crystal.validity import gate_flags
 from matinvent.diffusion import respaced_timesteps
-from matinvent.memory import CrystalRecord, Memory
-from matinvent.metrics import RunningMetrics
-from matinvent.rewards import Task
+from matinvent.io.run_memory import CrystalRecord, Memory
+from matinvent.prior.model import CrystalDiffusion, Trajectory
 from matinvent.rl.config import RLConfig, paper_loss
 from matinvent.rl.diversity import DiversityFilter
 from matinvent.rl.methods import METHOD_CLASSES, Rollout
+from matinvent.rl.metrics import RunningMetrics
 from matinvent.rl.natoms import NatomsPolicy
 from matinvent.rl.objective import component_log_probs
 from matinvent.rl.replay import ReplayBuffer
 from matinvent.rl.trajectories import CrystalTrajectory, split_trajectory
-from matinvent.scoring import Scorer
-from matinvent.validity import gate_flags
+from matinvent.scoring.rewards import Task
+from matinvent.scoring.scorer import Scorer
 
 MEMORY = "memory.sqlite"
 

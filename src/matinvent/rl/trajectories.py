@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from matinvent.batch import batch_index
-from matinvent.crystal_diffusion import Trajectory, Transition
+from matinvent.crystal.batch import batch_index
+from matinvent.prior.model import Trajectory, Transition
 
 
 @dataclass

@@ -5,7 +5,7 @@ Every structure is relaxed once (ASE, ``FrechetCellFilter`` + FIRE/BFGS) by a sh
 
 - ``energy_per_atom`` (eV/atom): the model's energy of the relaxed structure (raw model output);
 - ``formation_energy`` (eV/atom): ``(E − Σ n_el·μ_el) / N`` on the MP2020-corrected energy scale;
-- ``e_above_hull`` (eV/atom): that formation energy against the convex hull of :mod:`matinvent.hull`
+- ``e_above_hull`` (eV/atom): that formation energy against the convex hull of :mod:`matinvent.oracles.hull`
   (the shipped MP-20 hull by default);
 - ``bulk_modulus`` (GPa): Birch–Murnaghan fit of E(V) over isotropically scaled relaxed cells;
 - ``shear_modulus`` (GPa): Voigt–Reuss–Hill G (pymatgen ``ElasticTensor``) of a finite-strain

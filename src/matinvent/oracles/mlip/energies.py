@@ -1,10 +1,10 @@
 """Formation energy and energy above the hull of one MLIP relaxation, on the MP2020 scale (eV/atom).
 
 The one code path for E_form and E_hull of a relaxed structure: the MLIP oracles
-(``formation_energy``, ``e_above_hull``), :mod:`matinvent.stability` (prior evaluation) and,
-through it, :mod:`matinvent.recheck` call :func:`relaxed_formation_energy` and
+(``formation_energy``, ``e_above_hull``), :mod:`matinvent.evaluation.stability` (prior evaluation) and,
+through it, :mod:`matinvent.evaluation.recheck` call :func:`relaxed_formation_energy` and
 :func:`relaxed_hull_energy`. The formation energy is cached on the :class:`Relaxed`; the hull is
-:mod:`matinvent.hull`'s (the shipped MP-20 hull unless another is given).
+:mod:`matinvent.oracles.hull`'s (the shipped MP-20 hull unless another is given).
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ def relaxed_formation_energy(r: Relaxed, relaxer: EnergyScale) -> float:
 def relaxed_hull_energy(r: Relaxed, relaxer: EnergyScale, hull: Any = None) -> HullEnergy:
     """E_form and the energy above ``hull`` (negative: below it) of a successful relaxation; never raises.
 
-    ``hull``: a :class:`~matinvent.hull.ReferenceHull`, a pymatgen ``PhaseDiagram``, a hull CSV
-    path, or None for the shipped MP-20 hull (:func:`matinvent.hull.e_above_hull_with_reason`).
+    ``hull``: a :class:`~matinvent.oracles.hull.ReferenceHull`, a pymatgen ``PhaseDiagram``, a hull CSV
+    path, or None for the shipped MP-20 hull (:func:`matinvent.oracles.hull.e_above_hull_with_reason`).
     The reason starts with ``formation energy:`` or ``e_above_hull:``.
     """
-    from matinvent.hull import e_above_hull_with_reason
+    from matinvent.oracles.hull import e_above_hull_with_reason
 
     try:
         e_form = relaxed_formation_energy(r, relaxer)

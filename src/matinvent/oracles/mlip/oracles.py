@@ -68,7 +68,7 @@ class MLIPEnergyAboveHull(_MLIPOracle):
     """Energy above the convex hull of the MLIP-relaxed structure, eV/atom (negative: below the hull).
 
     SevenNet-0 relaxation, MP2020-corrected formation energy vs the MP elemental references, and
-    the hull of :mod:`matinvent.hull` (``hull``: a hull CSV or ``ReferenceHull``; None = the shipped
+    the hull of :mod:`matinvent.oracles.hull` (``hull``: a hull CSV or ``ReferenceHull``; None = the shipped
     MP-20 hull). NaN where the relaxation fails or the hull lacks an element. The shipped hull is
     MP's thinned to MP-20, so E_hull of compositions it samples poorly can come out too low.
     """

@@ -1,7 +1,7 @@
 """Relaxing structures with an MLIP (ASE ``FrechetCellFilter`` + FIRE/BFGS), cached per structure.
 
 :class:`MLIPRelaxer` relaxes each distinct structure once (keyed by
-:func:`matinvent.structure_hash.structure_key`) and keeps the :class:`Relaxed` result; every
+:func:`matinvent.crystal.structure_hash.structure_key`) and keeps the :class:`Relaxed` result; every
 property (energy, formation energy, E_hull, moduli) is then read off that one relaxation and
 cached on it. Left-handed cells (det L < 0) are replaced by the same crystal with all three
 lattice vectors negated first (CHGNet returns a wrong-signed stress otherwise). A structure that
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from matinvent.crystal.structure_hash import structure_key
 from matinvent.oracles.base import StructureLike, as_structures
 from matinvent.oracles.mlip.calculators import MODELS, load_calculator, load_weights_only, model_spec, require_package
-from matinvent.structure_hash import structure_key
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +260,8 @@ class MLIPRelaxer:
         return self._property(structures, "formation_energy", lambda r: relaxed_formation_energy(r, self))
 
     def e_above_hull(self, structures: Sequence[StructureLike], hull: Any = None) -> np.ndarray:
-        """Energy above the hull of the relaxed structures, eV/atom (``hull``: as :func:`matinvent.hull.e_above_hull`;
-        None = the shipped MP-20 hull). Not cached: it depends on the hull, and the formation energy it uses is."""
+        """Energy above the hull of the relaxed structures, eV/atom (``hull``: as
+        :func:`matinvent.oracles.hull.e_above_hull`; None = the shipped MP-20 hull). Not cached: it depends on the hull, and the formation energy it uses is."""
         from matinvent.oracles.mlip.energies import relaxed_hull_energy
 
         def compute(r: Relaxed) -> float:

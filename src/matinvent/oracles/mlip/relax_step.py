@@ -1,0 +1,63 @@
+"""One structure's MLIP relaxation and the MLIP properties read off it, as one unit of work.
+
+:class:`MLIPRelaxStep` is what the :class:`~matinvent.scoring.scorer.Scorer` runs per structure with
+``relax="mlip"``: in-process, or built once per worker by an executor (``executor.map``) from an
+:class:`~matinvent.scoring.executor.OracleSpec`, so a relaxation and the properties that need it (formation
+energy, moduli) happen on the same worker, once. The result is small and picklable:
+:class:`RelaxResult`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RelaxResult:
+    """The relaxed structure (``None`` if the relaxation failed), MLIP property values by name, and why it failed."""
+
+    structure: Any
+    values: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (structure as pymatgen's ``as_dict``; NaN as ``None``)."""
+        return {
+            "structure": None if self.structure is None else self.structure.as_dict(),
+            "values": {k: (v if math.isfinite(v) else None) for k, v in self.values.items()},
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RelaxResult:
+        from pymatgen.core import Structure
+
+        s = data.get("structure")
+        values = {k: (math.nan if v is None else float(v)) for k, v in (data.get("values") or {}).items()}
+        return cls(None if s is None else Structure.from_dict(s), values, str(data.get("reason") or ""))
+
+
+class MLIPRelaxStep:
+    """``apply(structure) -> RelaxResult``: relax with the MLIP of ``relax_kw``, then compute ``properties``.
+
+    ``properties`` are names of ``matinvent.oracles.mlip.mlip_oracles`` (all sharing one relaxer, whose cache
+    makes each property reuse the relaxation); ``relax_kw`` go to ``mlip_oracles`` (``model``, ``fmax``, ...).
+    """
+
+    def __init__(self, properties: tuple[str, ...] | list[str] = (), **relax_kw: Any) -> None:
+        from matinvent.oracles.mlip import mlip_oracles
+
+        self.oracles = mlip_oracles(**relax_kw)
+        unknown = [p for p in properties if p not in self.oracles]
+        if unknown:
+            raise ValueError(f"no MLIP oracle for {', '.join(unknown)} (available: {', '.join(self.oracles)})")
+        self.properties = tuple(properties)
+        self.relaxer = self.oracles["formation_energy"].relaxer
+
+    def apply(self, structure: Any) -> RelaxResult:
+        (relaxed,) = self.relaxer.relax([structure])
+        values = {p: float(self.oracles[p]([structure])[0]) for p in self.properties}
+        reason = "" if relaxed.structure is not None else f"MLIP relaxation failed: {relaxed.error or 'no structure'}"
+        return RelaxResult(relaxed.structure, values, reason)

@@ -1,0 +1,1 @@
+"""Reports of optimisation runs: run reading, curves, ``report.md``, ``report.html`` and structure views."""
