@@ -258,7 +258,7 @@ def evaluate_crystals(
 
 
 def stability_function():
-    """``stability_metrics`` of :mod:`matinvent.evaluation.stability`; ``RuntimeError`` naming the problem when missing."""
+    """``stability_metrics`` (:mod:`matinvent.evaluation.stability`); ``RuntimeError`` naming the problem if missing."""
     try:
         from matinvent.evaluation.stability import stability_metrics
     except ImportError as exc:

@@ -126,7 +126,7 @@ class CrystalDiffusion(nn.Module):
         self.natoms_prob.copy_(prob / prob.sum())
 
     def set_constraints(self, constraints: ChemConstraints | None, source: str = "the prior") -> None:
-        """Sample (and score transitions) under ``constraints`` (:mod:`~matinvent.prior.type_constraints`); None: free."""
+        """Sample (and score transitions) under ``constraints`` (see :mod:`~.type_constraints`); None: free."""
         self.constraint = None
         if constraints is None or not constraints.active:
             return

@@ -261,7 +261,8 @@ class MLIPRelaxer:
 
     def e_above_hull(self, structures: Sequence[StructureLike], hull: Any = None) -> np.ndarray:
         """Energy above the hull of the relaxed structures, eV/atom (``hull``: as
-        :func:`matinvent.oracles.hull.e_above_hull`; None = the shipped MP-20 hull). Not cached: it depends on the hull, and the formation energy it uses is."""
+        :func:`matinvent.oracles.hull.e_above_hull`; None = the shipped MP-20 hull). Not cached: it depends on
+        the hull, and the formation energy it uses is."""
         from matinvent.oracles.mlip.energies import relaxed_hull_energy
 
         def compute(r: Relaxed) -> float:
