@@ -61,8 +61,9 @@ def main() -> None:
 
     from matinvent.scoring.dask_executor import DaskExecutor
     from matinvent.scoring.executor import OracleSpec
-    from matinvent.scoring.rewards import Target, Task
+    from matinvent.scoring.rewards import Target
     from matinvent.scoring.scorer import Scorer
+    from matinvent.scoring.tasks import Task
 
     task = Task("sleep", (Target(prop="sleep", kind="above", threshold=1.0),))
     spec = OracleSpec("sleep", {"delay": args.delay}, factory=SleepOracle)

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from matinvent.io.cdvae_csv import read_cdvae_csv
     from matinvent.rl.trainer import formula_of
-    from matinvent.scoring.rewards import load_task
+    from matinvent.scoring.tasks import load_task
 
     torch.set_num_threads(args.threads)
     table = read_cdvae_csv(args.data, limit=args.n)

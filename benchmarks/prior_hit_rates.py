@@ -62,8 +62,8 @@ def task_row(task, values: dict[str, np.ndarray], formulas: list[str], budget: i
 
 def score_properties(pool: list) -> dict[str, np.ndarray]:
     """Each single-property task's value for every crystal of ``pool`` (its oracle, no validity gate)."""
-    from matinvent.scoring.rewards import load_task
     from matinvent.scoring.scorer import Scorer
+    from matinvent.scoring.tasks import load_task
 
     values: dict[str, np.ndarray] = {}
     for prop in SPO:
@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from matinvent.crystal.validity import gate_flags
     from matinvent.prior.checkpoint import load_prior, resolve_checkpoint
-    from matinvent.prior.sampling import sample_crystals
+    from matinvent.prior.sampler import sample_crystals
     from matinvent.rl.trainer import formula_of
-    from matinvent.scoring.rewards import load_task
+    from matinvent.scoring.tasks import load_task
 
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load(CONFIG.read_text())

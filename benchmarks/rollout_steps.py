@@ -26,8 +26,8 @@ from matinvent.crystal.validity import gate_flags
 from matinvent.prior.checkpoint import load_prior, resolve_checkpoint
 from matinvent.rl.config import rl_config_from_dict
 from matinvent.rl.trainer import RLTrainer
-from matinvent.scoring.rewards import load_task
 from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from matinvent.prior.denoiser import DenoiserConfig
-from matinvent.prior.model import CrystalDiffusion, DiffusionConfig
+from matinvent.prior.diffusion_config import DiffusionConfig
+from matinvent.prior.model import CrystalDiffusion
 
 DATA_DIR = Path(__file__).parent / "data"
 

@@ -22,7 +22,8 @@ def save_tiny_checkpoint(path: Path, natoms: range = range(2, 6)) -> Path:
     """A seeded 1-layer prior (T = 10) sampling ``natoms`` atoms uniformly, saved as a checkpoint folder."""
     from matinvent.prior.checkpoint import save_prior
     from matinvent.prior.denoiser import DenoiserConfig
-    from matinvent.prior.model import CrystalDiffusion, DiffusionConfig
+    from matinvent.prior.diffusion_config import DiffusionConfig
+    from matinvent.prior.model import CrystalDiffusion
 
     torch.manual_seed(0)
     model = CrystalDiffusion(DenoiserConfig(hidden=16, layers=1, n_freq=2, time_dim=8), DiffusionConfig(timesteps=10))
@@ -36,7 +37,8 @@ def save_tiny_masked_prior(path: Path, max_atoms: int = 5, sample_steps: int = 6
     """A seeded 1-layer masked-type prior (T = 20) with N uniform over 2..``max_atoms``, saved to ``path``."""
     from matinvent.prior.checkpoint import save_prior
     from matinvent.prior.denoiser import DenoiserConfig
-    from matinvent.prior.model import CrystalDiffusion, DiffusionConfig
+    from matinvent.prior.diffusion_config import DiffusionConfig
+    from matinvent.prior.model import CrystalDiffusion
 
     torch.manual_seed(0)
     model = CrystalDiffusion(

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from matinvent.oracles import Oracle
-from matinvent.scoring.rewards import task_from_dict
+from matinvent.scoring.tasks import task_from_dict
 
 TASK = task_from_dict({"name": "light", "properties": {"light": {"target": "above", "threshold": 0.75, "ramp": 0.75}}})
 
@@ -33,7 +33,8 @@ def save_tiny_prior(directory):
 
     from matinvent.prior.checkpoint import save_prior
     from matinvent.prior.denoiser import DenoiserConfig
-    from matinvent.prior.model import CrystalDiffusion, DiffusionConfig
+    from matinvent.prior.diffusion_config import DiffusionConfig
+    from matinvent.prior.model import CrystalDiffusion
 
     torch.manual_seed(0)
     model = CrystalDiffusion(

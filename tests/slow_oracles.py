@@ -86,8 +86,9 @@ def rock_salts(n: int, cation: str = "Na") -> list[Structure]:
 if __name__ == "__main__":  # python slow_oracles.py CACHE CALLS DELAY N [SCHEDULER]
     from matinvent.scoring.dask_executor import DaskExecutor
     from matinvent.scoring.executor import OracleSpec
-    from matinvent.scoring.rewards import Target, Task
+    from matinvent.scoring.rewards import Target
     from matinvent.scoring.scorer import Scorer
+    from matinvent.scoring.tasks import Task
 
     cache, calls, delay, n = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
     scheduler = sys.argv[5] if len(sys.argv) > 5 else None  # default: a LocalCluster of its own

@@ -18,11 +18,11 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 import matinvent as mi
+from matinvent.config_io import ConfigError
 from matinvent.crystal.record import Crystal
 from matinvent.io.cdvae_csv import read_cdvae_csv
 from matinvent.oracles import HHI, Density, Oracle, as_structures
-from matinvent.prior.pretrain_config import ConfigError
-from matinvent.scoring.rewards import Task
+from matinvent.scoring.tasks import Task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,7 +173,7 @@ def test_optimize_refuses_an_unknown_config_key_before_touching_the_folder(tmp_p
 
 
 def test_optimize_returns_the_run_with_its_memory_hits_and_agent(tiny_prior, tmp_path):
-    from matinvent.scoring.rewards import task_from_dict
+    from matinvent.scoring.tasks import task_from_dict
 
     wide = {"name": "any_density", "properties": {"density": {"target": "range", "center": 50, "tolerance": 50}}}
     prior = mi.load_prior(tiny_prior)

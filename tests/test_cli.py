@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from matinvent.cli import main
-from matinvent.crystal.record import Crystal, read_extxyz
+from matinvent.crystal.record import Crystal
+from matinvent.io.structure_files import read_extxyz
 
 
 def test_sample_writes_cifs_and_extxyz_reproducibly(tmp_path, tiny_checkpoint):

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from matinvent.config_io import ConfigError, from_dict, to_dict
 from matinvent.prior.denoiser import DenoiserConfig
-from matinvent.prior.model import DiffusionConfig
-from matinvent.prior.pretrain_config import ConfigError, PretrainConfig, from_dict, load_pretrain_config, to_dict
+from matinvent.prior.diffusion_config import DiffusionConfig
+from matinvent.prior.pretrain_config import PretrainConfig, load_pretrain_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ def test_loading_tasks_and_rl_configs_imports_neither_torch_nor_the_model():
     code = textwrap.dedent(
         """
         import sys
-        from matinvent.scoring.rewards import load_task
+        from matinvent.scoring.tasks import load_task
         from matinvent.rl.config import load_rl_config
         task = load_task("T1")
         cfg = load_rl_config(None)

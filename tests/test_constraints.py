@@ -10,17 +10,12 @@ import textwrap
 import pytest
 import torch
 
+from matinvent.cli.constraint_args import add_constraint_arguments, constraints_from_args
 from matinvent.config_io import ConfigError
-from matinvent.crystal.constraints import (
-    PRESETS,
-    ChemConstraints,
-    add_constraint_arguments,
-    constraints_from_args,
-    merged_constraints,
-)
+from matinvent.crystal.constraints import PRESETS, ChemConstraints, merged_constraints
 from matinvent.prior.type_constraints import TypeConstraint
 from matinvent.rl import load_rl_config
-from matinvent.scoring.rewards import builtin_tasks, load_task, task_from_dict
+from matinvent.scoring.tasks import builtin_tasks, load_task, task_from_dict
 
 PROPS = {"band_gap": {"target": "range", "center": 3.0, "tolerance": 0.5}}
 
@@ -171,7 +166,8 @@ def test_compiling_for_a_prior_checks_its_vocabulary_and_atom_counts():
 
 def test_a_prior_without_type_logits_refuses_constraints_by_name(make_model):
     from matinvent.prior.denoiser import DenoiserConfig
-    from matinvent.prior.model import CrystalDiffusion, DiffusionConfig
+    from matinvent.prior.diffusion_config import DiffusionConfig
+    from matinvent.prior.model import CrystalDiffusion
 
     eps = CrystalDiffusion(
         DenoiserConfig(hidden=8, layers=1, n_freq=2, time_dim=8), DiffusionConfig(timesteps=10, type_prediction="eps")

@@ -22,8 +22,8 @@ from matinvent.rl import RLConfig, optimize
 from matinvent.rl.objective import component_log_probs
 from matinvent.rl.trainer import RLTrainer
 from matinvent.rl.trajectories import stack_step
-from matinvent.scoring.rewards import task_from_dict
 from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import task_from_dict
 
 LIGHT = {"light": {"target": "above", "threshold": 0.75, "ramp": 0.75}}
 TASK = task_from_dict({"name": "light", "properties": LIGHT, "constraints": {"exclude": "O"}})

@@ -21,9 +21,10 @@ from matinvent.crystal.constraints import ChemConstraints
 from matinvent.diffusion import respaced_timesteps
 from matinvent.prior.checkpoint import load_prior
 from matinvent.prior.denoiser import DenoiserConfig
+from matinvent.prior.diffusion_config import DiffusionConfig
 from matinvent.prior.likelihood import kl_terms, log_prob_terms, transition_kl, transition_log_prob
-from matinvent.prior.model import CrystalDiffusion, DiffusionConfig
-from matinvent.prior.sampling import constrained, sample_crystals
+from matinvent.prior.model import CrystalDiffusion
+from matinvent.prior.sampler import constrained, sample_crystals
 from matinvent.prior.type_constraints import masked_kl, masked_log_probs
 from matinvent.rl.natoms import NatomsPolicy
 from matinvent.rl.trajectories import split_trajectory, stack_step

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matinvent.crystal.record import Crystal, CrystalError, read_extxyz, write_extxyz
+from matinvent.crystal.record import Crystal, CrystalError
+from matinvent.io.structure_files import read_extxyz, write_extxyz
 
 SI_L = 5.431 * np.eye(3)
 

@@ -11,12 +11,12 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 from torch.nn import functional as Fn
 
+from matinvent.config_io import ConfigError
 from matinvent.crystal.batch import CrystalBatch
 from matinvent.crystal.record import Crystal
 from matinvent.diffusion import respaced_timesteps, wrap_centered
 from matinvent.prior.checkpoint import checkpoint_info, load_prior, save_prior
 from matinvent.prior.likelihood import kl_terms, log_prob_terms, transition_kl, transition_log_prob
-from matinvent.prior.pretrain_config import ConfigError
 
 f64 = torch.float64
 

@@ -21,10 +21,13 @@ from matinvent.crystal.structure_hash import structure_key
 from matinvent.io.cdvae_csv import read_cdvae_csv
 from matinvent.oracles import OracleError
 from matinvent.scoring.dask_executor import DaskExecutor, local_cluster
-from matinvent.scoring.executor import LocalExecutor, OracleSpec, TransientReason, make_executor
+from matinvent.scoring.executor import OracleSpec, TransientReason
+from matinvent.scoring.executors import make_executor
+from matinvent.scoring.local_executor import LocalExecutor
 from matinvent.scoring.oracle_cache import OracleCache
-from matinvent.scoring.rewards import Target, Task, task_from_dict
+from matinvent.scoring.rewards import Target
 from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import Task, task_from_dict
 
 SLOW = Task("slow", (Target(prop="slow", kind="above", threshold=2.3, ramp=1.0),))
 HANG_GUARD_S = 60.0  # a hang guard, not a speed assertion

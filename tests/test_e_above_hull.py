@@ -22,8 +22,8 @@ from matinvent.oracles import OracleError, builtin_oracles, get_oracle, oracle_u
 from matinvent.oracles.cgcnn import CGCNNBandGap
 from matinvent.oracles.hull import ReferenceHull, load_hull
 from matinvent.oracles.mlip import MLIPEnergyAboveHull, MLIPRelaxer, relaxed_hull_energy
-from matinvent.scoring.rewards import load_task, task_from_dict
 from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import load_task, task_from_dict
 
 needs_sevenn = pytest.mark.skipif(importlib.util.find_spec("sevenn") is None, reason="needs the mlip extra (sevenn)")
 

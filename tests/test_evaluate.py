@@ -7,13 +7,12 @@ import pandas as pd
 import pytest
 
 from matinvent.crystal.record import Crystal
+from matinvent.evaluation.matching import novel_mask, unique_indices
 from matinvent.evaluation.sample_metrics import (
     composition_valid,
     evaluate_crystals,
     load_sample_dir,
-    novel_mask,
     structure_valid,
-    unique_indices,
     write_detailed,
 )
 

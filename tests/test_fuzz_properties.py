@@ -20,13 +20,14 @@ from hypothesis import strategies as st
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 
+from matinvent.config_io import ConfigError, as_number
 from matinvent.crystal.record import Crystal, CrystalError
+from matinvent.io.structure_files import read_structure_items
 from matinvent.oracles.command import parse_number
-from matinvent.prior.pretrain_config import ConfigError, as_number
 from matinvent.rl import load_rl_config
 from matinvent.rl.config import BOUNDS, VALIDITY
-from matinvent.scoring.rewards import load_task
-from matinvent.scoring.scorer import Scorer, read_structure_items
+from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import load_task
 
 FAST = settings(
     max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]

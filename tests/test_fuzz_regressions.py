@@ -7,9 +7,9 @@ import json
 import pytest
 from rl_toy import save_tiny_prior
 
+from matinvent.config_io import ConfigError
 from matinvent.io.run_memory import Memory
 from matinvent.prior.checkpoint import load_prior
-from matinvent.prior.pretrain_config import ConfigError
 from matinvent.rl.config import load_rl_config
 from matinvent.rl.run_folder import resume_mismatch
 

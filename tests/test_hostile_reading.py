@@ -18,10 +18,10 @@ from pymatgen.io.cif import CifParser, CifWriter
 
 from matinvent.cli import main
 from matinvent.crystal.checks import check_cell_parameters, split_xyz_frames
-from matinvent.crystal.record import Crystal, CrystalError, TooManyAtomsError, iter_extxyz, write_extxyz
+from matinvent.crystal.record import Crystal, CrystalError, TooManyAtomsError
 from matinvent.io.cdvae_csv import read_cdvae_csv
+from matinvent.io.structure_files import iter_extxyz, read_structure_items, write_extxyz
 from matinvent.oracles import Density
-from matinvent.scoring.scorer import read_structure_items
 
 NACL = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 KBR = Structure(Lattice.cubic(6.6), ["K", "Br"], [[0, 0, 0], [0.5, 0.5, 0.5]])

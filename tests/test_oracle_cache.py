@@ -15,18 +15,19 @@ from rl_toy import save_tiny_prior
 from slow_oracles import SlowOracle, read_calls, rock_salts
 
 from matinvent.cli import main
+from matinvent.config_io import ConfigError
 from matinvent.crystal.record import Crystal
 from matinvent.crystal.structure_hash import structure_key
 from matinvent.io.run_memory import read_memory
 from matinvent.oracles import CommandOracle
-from matinvent.prior.pretrain_config import ConfigError
 from matinvent.rl import load_rl_config, optimize
 from matinvent.rl.config import rl_config_from_dict
 from matinvent.rl.loop import ORACLE_CACHE
 from matinvent.scoring.executor import OracleSpec
 from matinvent.scoring.oracle_cache import OracleCache, OracleCacheError, oracle_key
-from matinvent.scoring.rewards import Target, Task, load_task
+from matinvent.scoring.rewards import Target
 from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import Task, load_task
 
 SLOW = Task("slow", (Target(prop="slow", kind="above", threshold=2.3, ramp=1.0),))
 

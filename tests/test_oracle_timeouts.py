@@ -17,9 +17,11 @@ from timeout_oracles import MisbehavingOracle, broken_factory
 from matinvent.cli import main
 from matinvent.oracles import CommandOracle, OracleError
 from matinvent.oracles.command import parse_number
-from matinvent.scoring.executor import LocalExecutor, OracleSpec
-from matinvent.scoring.rewards import Target, Task, load_task
+from matinvent.scoring.executor import OracleSpec
+from matinvent.scoring.local_executor import LocalExecutor
+from matinvent.scoring.rewards import Target
 from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import Task, load_task
 
 HANG_GUARD_S = 30.0  # a hang guard, not a speed assertion
 
@@ -200,7 +202,7 @@ def test_command_oracle_reads_only_ascii_numbers(structures, printed, expected):
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
 def test_optimize_config_rejects_a_non_positive_oracle_timeout(bad):
-    from matinvent.prior.pretrain_config import ConfigError
+    from matinvent.config_io import ConfigError
     from matinvent.rl.config import rl_config_from_dict
 
     with pytest.raises(ConfigError, match="oracle_timeout_s"):

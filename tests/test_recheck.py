@@ -141,7 +141,7 @@ def test_stub_recheck_counts_survivors_and_writes_files(stub_run):
 def test_a_stability_task_takes_e_hull_from_the_recheck_relaxation_and_hull(tmp_path, monkeypatch):
     """No second MLIP oracle relaxes the relaxed cells against another hull: E_hull is the recheck's own."""
     from matinvent import oracles
-    from matinvent.scoring.rewards import task_from_dict
+    from matinvent.scoring.tasks import task_from_dict
 
     nacl = rocksalt(5.69, "Na", "Cl")
     run = make_run(tmp_path, "stable_density", [record(0, nacl, {"density": 11.2, "e_above_hull": 0.0}, 1.0, True)],

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from matinvent.prior.pretrain_config import ConfigError
-from matinvent.scoring.rewards import Target, builtin_tasks, load_task, task_from_dict
+from matinvent.config_io import ConfigError
+from matinvent.scoring.rewards import Target
+from matinvent.scoring.tasks import builtin_tasks, load_task, task_from_dict
 
 
 def test_range_reward_inside_edge_and_outside_match_the_formula():

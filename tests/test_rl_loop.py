@@ -12,12 +12,12 @@ import torch
 from rl_toy import TASK, LightFraction, save_tiny_prior
 
 from matinvent.cli import main
+from matinvent.config_io import ConfigError
 from matinvent.io.run_memory import read_memory
 from matinvent.oracles import Oracle
-from matinvent.prior.pretrain_config import ConfigError
 from matinvent.rl import METHODS, RLConfig, optimize
-from matinvent.scoring.rewards import task_from_dict
 from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import task_from_dict
 
 
 @pytest.fixture(scope="module")

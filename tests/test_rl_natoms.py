@@ -13,8 +13,8 @@ from matinvent.oracles import Oracle
 from matinvent.prior.checkpoint import load_prior
 from matinvent.rl import RLConfig, optimize
 from matinvent.rl.natoms import NatomsPolicy
-from matinvent.scoring.rewards import task_from_dict
 from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import task_from_dict
 
 HIST = torch.tensor([0.0, 0.0, 3.0, 1.0, 0.0, 4.0], dtype=torch.float64)  # support {2, 3, 5}; 4 never seen
 SUPPORT = [2, 3, 5]

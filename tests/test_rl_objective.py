@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from matinvent.prior.components import COMPONENTS
+from matinvent.prior.diffusion_config import COMPONENTS
 from matinvent.prior.likelihood import kl_terms, log_prob_terms
-from matinvent.prior.model import TransitionParams
+from matinvent.prior.transitions import TransitionParams
 from matinvent.rl.config import ComponentWeights, RLConfig
 from matinvent.rl.methods import MatInvent, Rollout
 from matinvent.rl.objective import (

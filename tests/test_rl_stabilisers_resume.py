@@ -9,9 +9,9 @@ import pytest
 import torch
 from rl_toy import TASK, LightFraction, save_tiny_prior
 
+from matinvent.config_io import ConfigError
 from matinvent.io.run_memory import read_memory
 from matinvent.prior.checkpoint import load_prior
-from matinvent.prior.pretrain_config import ConfigError
 from matinvent.rl import RLConfig, optimize
 from matinvent.rl.config import ComponentWeights, rl_config_from_dict
 from matinvent.scoring.scorer import Scorer

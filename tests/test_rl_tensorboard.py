@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from rl_toy import TASK, LightFraction, save_tiny_prior
 
-from matinvent.prior.pretrain_config import ConfigError
+from matinvent.config_io import ConfigError
 from matinvent.rl import RLConfig, optimize
 from matinvent.rl.tensorboard import TensorBoardLogger
 from matinvent.scoring.scorer import Scorer

@@ -17,9 +17,9 @@ from rl_toy import LightFraction, save_tiny_prior
 from safetensors.torch import load_file, save_file
 
 from matinvent.cli import main
+from matinvent.config_io import ConfigError
 from matinvent.io.run_memory import read_memory
 from matinvent.prior.checkpoint import load_prior
-from matinvent.prior.pretrain_config import ConfigError
 from matinvent.rl import RLConfig, optimize
 from matinvent.rl.run_lock import LOCK_FILE, RunLock, RunLockedError
 from matinvent.scoring.scorer import Scorer
@@ -263,7 +263,8 @@ def test_a_failed_start_leaves_nothing_that_blocks_the_retry(setup, tmp_path, ca
 
 
 def test_a_bad_memory_column_name_fails_before_run_json(setup, tmp_path):
-    from matinvent.scoring.rewards import Target, Task
+    from matinvent.scoring.rewards import Target
+    from matinvent.scoring.tasks import Task
 
     task = Task(name="bad", targets=(Target(prop="my-prop", kind="above", threshold=0.5),))  # not via a task file
     cfg = RLConfig(prior=str(setup / "prior"), batch_size=6, validity="none", threads=1)

@@ -9,8 +9,7 @@ import pytest
 
 from matinvent.cli import main
 from matinvent.crystal.record import Crystal
-from matinvent.io.sample_folder import MANIFEST, SampleFolderError, read_sample_folder
-from matinvent.prior.sampling import write_samples
+from matinvent.io.sample_folder import MANIFEST, SampleFolderError, read_sample_folder, write_samples
 
 
 def crystals(a: float) -> list[Crystal | None]:

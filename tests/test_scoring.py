@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 
 from matinvent.cli import main
-from matinvent.crystal.record import Crystal, write_extxyz
+from matinvent.crystal.record import Crystal
 from matinvent.io.cdvae_csv import read_cdvae_csv
+from matinvent.io.structure_files import read_structures, write_extxyz
 from matinvent.oracles import Density
-from matinvent.scoring.rewards import load_task
-from matinvent.scoring.scorer import Scorer, read_structures
+from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import load_task
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from matinvent.cli import main
-from matinvent.scoring.rewards import task_from_dict
 from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import task_from_dict
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("sevenn") is None, reason="needs the mlip extra")
 

@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from matinvent.config_io import from_dict
 from matinvent.crystal.record import Crystal
 from matinvent.prior.checkpoint import checkpoint_info, load_prior
 from matinvent.prior.pretrain import STATE, _lr_at, load_training_data, natoms_histogram, pretrain
-from matinvent.prior.pretrain_config import PretrainConfig, from_dict
+from matinvent.prior.pretrain_config import PretrainConfig
 
 
 def tiny_config(max_steps: int = 4) -> PretrainConfig:
@@ -149,7 +150,8 @@ def test_resume_without_state_starts_fresh(tmp_path, tiny_data, run4):
 
 
 def test_accepted_val_size_zero_trains_or_is_rejected(tmp_path, tiny_data):
-    from matinvent.prior.pretrain_config import ConfigError, load_pretrain_config
+    from matinvent.config_io import ConfigError
+    from matinvent.prior.pretrain_config import load_pretrain_config
 
     path = tmp_path / "cfg.yaml"
     path.write_text(
@@ -176,7 +178,7 @@ def test_init_from_starts_from_a_checkpoints_weights(tmp_path, tiny_data, run4):
 
 
 def test_init_from_rejects_a_different_architecture(tmp_path, tiny_data, run4):
-    from matinvent.prior.pretrain_config import ConfigError
+    from matinvent.config_io import ConfigError
 
     cfg = tiny_config()
     cfg.model.hidden = 32

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from matinvent.config_io import ConfigError, from_dict
 from matinvent.crystal.batch import CrystalBatch
 from matinvent.prior.model import CrystalDiffusion
 from matinvent.prior.pretrain import (
@@ -20,7 +21,7 @@ from matinvent.prior.pretrain import (
     natoms_histogram,
     pretrain,
 )
-from matinvent.prior.pretrain_config import ConfigError, PretrainConfig, from_dict, validate_pretrain
+from matinvent.prior.pretrain_config import PretrainConfig, validate_pretrain
 
 
 def tiny_config(max_steps: int = 5, **train) -> PretrainConfig:

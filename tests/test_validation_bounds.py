@@ -8,11 +8,12 @@ import re
 import pytest
 
 from matinvent.cli import main
+from matinvent.config_io import ConfigError, as_number
 from matinvent.oracles import CommandOracle
-from matinvent.prior.pretrain_config import PRETRAIN_BOUNDS, ConfigError, as_number, load_pretrain_config
+from matinvent.prior.pretrain_config import PRETRAIN_BOUNDS, load_pretrain_config
 from matinvent.rl import load_rl_config
 from matinvent.rl.config import BOUNDS, RLConfig, rl_config_from_dict
-from matinvent.scoring.rewards import RESERVED, load_task, task_from_dict
+from matinvent.scoring.tasks import RESERVED, load_task, task_from_dict
 
 INT_KEYS = {f.name for f in dataclasses.fields(RLConfig) if f.type in ("int", "int | None")}
 

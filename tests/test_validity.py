@@ -126,7 +126,7 @@ def test_gates_combine_checks_and_map_old_names():
 
 
 def test_rl_gate_uses_physical_validity_by_default_and_keeps_the_old_check():
-    from matinvent.prior.pretrain_config import ConfigError
+    from matinvent.config_io import ConfigError
     from matinvent.rl.config import RLConfig, validate
     from matinvent.rl.loop import validity_flags
 

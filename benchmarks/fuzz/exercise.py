@@ -87,8 +87,9 @@ def _score_table(case: dict, scratch: Path) -> tuple[pd.DataFrame | None, str, P
             table[col] = pd.to_numeric(table[col], errors="coerce")
         return table, "", problems
     from matinvent.crystal.record import CrystalError
-    from matinvent.scoring.rewards import load_task
-    from matinvent.scoring.scorer import Scorer, read_structure_items, scores_table
+    from matinvent.io.structure_files import read_structure_items
+    from matinvent.scoring.scorer import Scorer, scores_table
+    from matinvent.scoring.tasks import load_task
 
     items, error, problems = _lib(read_structure_items, (FileNotFoundError, CrystalError, ValueError), case["path"])
     if items is None:
@@ -189,9 +190,10 @@ def _non_finite(obj: Any, prefix: str = "") -> str:
 
 
 def settings_case(case: dict, scratch: Path) -> Problems:
-    from matinvent.prior.pretrain_config import ConfigError, load_pretrain_config
+    from matinvent.config_io import ConfigError
+    from matinvent.prior.pretrain_config import load_pretrain_config
     from matinvent.rl import load_rl_config
-    from matinvent.scoring.rewards import load_task
+    from matinvent.scoring.tasks import load_task
 
     kind, path, label, base = case["kind"], case["path"], case["label"], Path(case["base"])
     loader = {"rl_config": load_rl_config, "pretrain_config": load_pretrain_config, "task": load_task}[kind]
@@ -277,8 +279,8 @@ def _run_integrity(run: Path) -> Problems:
 def prior_case(case: dict, scratch: Path) -> Problems:
     import torch
 
+    from matinvent.config_io import ConfigError
     from matinvent.prior.checkpoint import load_prior
-    from matinvent.prior.pretrain_config import ConfigError
 
     path = case["path"]
     if case["mode"] == "cli":

@@ -209,7 +209,7 @@ def _task_text(name: str, reduce: str, props: dict[str, str], oracles: str | Non
 
 def task_case(rng: np.random.Generator) -> tuple[str, bytes, str]:
     """(mutation, YAML bytes, label) of a task file with one hostile value, key, name or command."""
-    from matinvent.scoring.rewards import RESERVED
+    from matinvent.scoring.tasks import RESERVED
 
     r = rng.random()
     if r < 0.06:

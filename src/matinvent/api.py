@@ -10,7 +10,7 @@
 
 Structures may be pymatgen ``Structure``, ASE ``Atoms`` or :class:`~matinvent.crystal.record.Crystal`
 objects, or a path (a folder of CIFs, an extxyz file, a CDVAE CSV). Tasks are a shipped name
-(:func:`tasks`), a task YAML file or a :class:`~matinvent.scoring.rewards.Task`.
+(:func:`tasks`), a task YAML file or a :class:`~matinvent.scoring.tasks.Task`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from matinvent.crystal.constraints import ChemConstraints
     from matinvent.prior.model import CrystalDiffusion
     from matinvent.rl.config import RLConfig
-    from matinvent.scoring.rewards import Task
+    from matinvent.scoring.tasks import Task
 
 DEFAULT_METHOD = "matinvent"  # the paper's Eq. 17 with our stabilisers (README: Benchmarks)
 
@@ -37,15 +37,15 @@ DEFAULT_METHOD = "matinvent"  # the paper's Eq. 17 with our stabilisers (README:
 
 def tasks() -> list[str]:
     """Names of the shipped tasks (``matinvent tasks`` lists their windows)."""
-    from matinvent.scoring.rewards import builtin_tasks
+    from matinvent.scoring.tasks import builtin_tasks
 
     return builtin_tasks()
 
 
 def load_task(task: str | Path | Task) -> Task:
-    """A :class:`~matinvent.scoring.rewards.Task` from a shipped name or a YAML path (a ``Task`` is returned as is)."""
-    from matinvent.scoring.rewards import Task
-    from matinvent.scoring.rewards import load_task as _load
+    """A :class:`~matinvent.scoring.tasks.Task` from a shipped name or a YAML path (a ``Task`` is returned as is)."""
+    from matinvent.scoring.tasks import Task
+    from matinvent.scoring.tasks import load_task as _load
 
     return task if isinstance(task, Task) else _load(task)
 
@@ -82,7 +82,7 @@ class Prior:
         satisfies it. Degenerate samples (no buildable cell) are left out: the list may be shorter than ``n``.
         """
         from matinvent.crystal.constraints import ChemConstraints
-        from matinvent.prior.sampling import sample_crystals
+        from matinvent.prior.sampler import sample_crystals
 
         if constraints is not None and not isinstance(constraints, ChemConstraints):
             constraints = ChemConstraints.from_dict(constraints)
@@ -116,7 +116,7 @@ def _structure_input(structures: Any, max_atoms: int | None) -> tuple[list[str],
     from matinvent.oracles.base import as_structures
 
     if isinstance(structures, str | Path):
-        from matinvent.scoring.scorer import read_structure_items
+        from matinvent.io.structure_files import read_structure_items
 
         return tuple(read_structure_items(structures, max_atoms=max_atoms))
     if isinstance(structures, Crystal | Atoms) or hasattr(structures, "frac_coords"):  # one structure
@@ -194,7 +194,7 @@ class RunResult:
 
 def _config(config: str | Path | RLConfig | dict[str, Any] | None, overrides: dict[str, Any]) -> RLConfig:
     """An RLConfig from a YAML path / RLConfig / mapping / ``None`` with ``overrides`` applied (validated)."""
-    from matinvent.prior.pretrain_config import to_dict
+    from matinvent.config_io import to_dict
     from matinvent.rl.config import RLConfig, load_rl_config, rl_config_from_dict
 
     if isinstance(config, RLConfig):
@@ -222,7 +222,7 @@ def optimize(
     ``config``: an optimisation YAML, an ``RLConfig`` or a mapping; ``overrides`` set single keys of it
     (``prior="mp20_small"`` or a :class:`Prior`, ``batch_size=16``, ``sample_steps=10``, ``recheck_n=0``,
     ``constraints={"preset": "no-radioactive"}`` …); an unknown key raises
-    :class:`~matinvent.prior.pretrain_config.ConfigError` naming it. ``out`` is the run folder (refused when it holds a
+    :class:`~matinvent.config_io.ConfigError` naming it. ``out`` is the run folder (refused when it holds a
     run, unless ``resume``).
     """
     from matinvent.rl.loop import optimize as _optimize

@@ -47,6 +47,18 @@ def as_number(value: Any) -> int | float | None:
     return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
+def finite_number(where: str, value: Any, positive: bool = False) -> float:
+    """``value`` (the :func:`as_number` syntax) as a finite float, > 0 when ``positive``; else a
+    :class:`ConfigError` that starts with ``where``."""
+    number = as_number(value)
+    if number is None:
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    value = float(number)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ConfigError(f"{where} must be a {'positive ' if positive else ''}finite number, got {value!r}")
+    return value
+
+
 class _Loader(yaml.SafeLoader):
     """Safe YAML whose implicit ints and floats follow :func:`as_number` (``.inf``/``.nan`` stay floats)."""
 

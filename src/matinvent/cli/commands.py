@@ -43,10 +43,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from matinvent.crystal.constraints import constraints_from_args
-    from matinvent.io.sample_folder import refuse_old_samples
+    from matinvent.cli.constraint_args import constraints_from_args
+    from matinvent.io.sample_folder import refuse_old_samples, write_samples
     from matinvent.prior.checkpoint import load_prior, resolve_checkpoint
-    from matinvent.prior.sampling import sample_crystals, write_samples
+    from matinvent.prior.sampler import sample_crystals
 
     if not args.overwrite:
         refuse_old_samples(args.out)  # before the (long) sampling
@@ -110,9 +110,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from matinvent.scoring.executor import make_executor
-    from matinvent.scoring.rewards import load_task
-    from matinvent.scoring.scorer import Scorer, read_structure_items, scores_table
+    from matinvent.io.structure_files import read_structure_items
+    from matinvent.scoring.executors import make_executor
+    from matinvent.scoring.scorer import Scorer, scores_table
+    from matinvent.scoring.tasks import load_task
 
     task = load_task(args.task)
     if args.max_atoms < 1:
@@ -159,7 +160,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     from matinvent.oracles import builtin_oracles
-    from matinvent.scoring.rewards import builtin_tasks, load_task
+    from matinvent.scoring.tasks import builtin_tasks, load_task
 
     units = {name: cls.unit for name, cls in builtin_oracles().items()}
     rows = []
@@ -175,7 +176,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from matinvent.crystal.constraints import constraints_from_args, merged_constraints
+    from matinvent.cli.constraint_args import constraints_from_args
+    from matinvent.crystal.constraints import merged_constraints
     from matinvent.rl import load_rl_config, optimize
     from matinvent.rl.loop import check_method
 

@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_executor_arguments(q: argparse.ArgumentParser, config: bool = False) -> None:
-    """``--executor``, ``--scheduler``, ``--workers``: where the oracle calls run (``executor.make_executor``)."""
+    """``--executor``, ``--scheduler``, ``--workers``: where the oracle calls run (``executors.make_executor``)."""
     from matinvent.scoring.executor import EXECUTORS
 
     default = "the config's 'executor', local" if config else "local"
@@ -68,7 +68,7 @@ def add_executor_arguments(q: argparse.ArgumentParser, config: bool = False) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     from matinvent import __version__
-    from matinvent.crystal.constraints import add_constraint_arguments
+    from matinvent.cli.constraint_args import add_constraint_arguments
     from matinvent.crystal.validity import GATES
     from matinvent.evaluation.sample_metrics import EVALUATION_GATES
 
@@ -243,9 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # first: --version and --help exit before torch is imported
 
+    from matinvent.config_io import ConfigError
     from matinvent.crystal.record import CrystalError
     from matinvent.oracles import OracleError
-    from matinvent.prior.pretrain_config import ConfigError
     from matinvent.rl.run_lock import RunLockedError
 
     try:

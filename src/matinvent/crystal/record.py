@@ -1,4 +1,6 @@
-"""The crystal record and its lossless conversions to pymatgen, CIF and extxyz (ASE).
+"""The crystal record and its lossless conversions to pymatgen, CIF and ASE ``Atoms``.
+
+extxyz files are read and written by :mod:`matinvent.io.structure_files`.
 
 A crystal is (Z, F, L): atomic numbers ``Z`` (N,), fractional coordinates ``F`` (N, 3) wrapped
 to [0, 1), and the lattice ``L`` (3, 3) in Å with rows = lattice vectors, so that Cartesian
@@ -7,10 +9,8 @@ positions are ``F @ L``.
 
 from __future__ import annotations
 
-import io
 import re
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,6 @@ from matinvent.crystal.checks import (
     check_lattice,
     cif_atom_rows,
     decode_text,
-    split_xyz_frames,
 )
 
 MAX_Z = 100
@@ -238,54 +237,3 @@ def _in_label_order(structure):
 
     order = np.argsort(idx)
     return Structure.from_sites([structure[i] for i in order])
-
-
-def write_extxyz(crystals: list[Crystal], path: str | Path) -> None:
-    """Write all crystals to one extended-XYZ file."""
-    from ase.io import write
-
-    write(str(path), [c.to_atoms() for c in crystals], format="extxyz")
-
-
-def iter_extxyz(path: str | Path, max_atoms: int | None = MAX_ATOMS) -> Iterator[tuple[str, Crystal | None, str]]:
-    """(id, crystal, "") or (id, None, reason naming the file and frame) per frame of an extended-XYZ file.
-
-    Frames are cut by their count lines before ASE reads them (``split_xyz_frames``), so a bad frame
-    costs only itself and a frame larger than ``max_atoms`` is never parsed. Ids are the frame's
-    ``id`` / ``name`` info or ``<stem>_<frame:06d>``.
-    """
-    from ase.io import read
-
-    path = Path(path)
-    try:
-        text, replaced = decode_text(path.read_bytes())
-    except OSError as exc:
-        raise CrystalError(f"{path}: could not read: {exc}") from exc
-    note = " (file is not valid UTF-8; invalid bytes were replaced)" if replaced else ""
-    for i, (chunk, reason) in enumerate(split_xyz_frames(text, max_atoms)):
-        name = f"{path.stem}_{i:06d}"
-        if chunk is None:
-            yield name, None, f"{path.name} frame {i}: could not read extxyz: {reason}{note}"
-            continue
-        try:
-            atoms = read(io.StringIO(chunk), format="extxyz")
-        except Exception as exc:  # noqa: BLE001 - ASE raises many kinds
-            yield name, None, f"{path.name} frame {i}: could not read extxyz: {exc}{note}"
-            continue
-        name = str(atoms.info.get("id", atoms.info.get("name", name)))
-        try:
-            yield name, Crystal.from_atoms(atoms, max_atoms=max_atoms), ""
-        except CrystalError as exc:
-            yield name, None, f"{path.name} frame {i}: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a hostile frame must cost only itself
-            yield name, None, f"{path.name} frame {i}: {type(exc).__name__}: {exc}"
-
-
-def read_extxyz(path: str | Path, max_atoms: int | None = MAX_ATOMS) -> list[Crystal]:
-    """Read every frame of an extended-XYZ file; ``CrystalError`` naming the first bad frame."""
-    crystals = []
-    for _, crystal, reason in iter_extxyz(path, max_atoms):
-        if crystal is None:
-            raise CrystalError(reason)
-        crystals.append(crystal)
-    return crystals

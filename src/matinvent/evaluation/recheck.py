@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from matinvent.config_io import ConfigError
 from matinvent.crystal.record import Crystal
 from matinvent.evaluation.recheck_files import clean, merge_summary, write_cifs, write_csv, write_json
 from matinvent.evaluation.stability import (
@@ -48,9 +49,8 @@ from matinvent.evaluation.stability import (
 from matinvent.io.run_memory import read_memory
 from matinvent.oracles.hull import ReferenceHull, load_hull
 from matinvent.oracles.mlip import MLIPRelaxer
-from matinvent.prior.pretrain_config import ConfigError
-from matinvent.scoring.rewards import Task, load_task
 from matinvent.scoring.scorer import MLIP_PROPERTIES
+from matinvent.scoring.tasks import Task, load_task
 
 RUN_FILE = "run.json"
 SUMMARY = "summary.json"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from matinvent.evaluation.distributions import (
     num_elements,
     wasserstein,
 )
+from matinvent.evaluation.matching import novel_mask, unique_indices
 from matinvent.io.sample_folder import read_sample_folder
 
 EVALUATION_GATES = ("physical", "cdvae")
@@ -55,59 +55,11 @@ __all__ = [  # composition_valid, structure_valid, density, num_elements: re-exp
     "density",
     "evaluate_crystals",
     "load_sample_dir",
-    "novel_mask",
     "num_elements",
     "stability_function",
     "structure_valid",
-    "unique_indices",
     "write_detailed",
 ]
-
-
-def _matcher():
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    return StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
-
-
-def _as_structure(x: Any) -> Any:
-    return x.to_structure() if isinstance(x, Crystal) else x
-
-
-def unique_indices(crystals: list[Any], matcher: Any = None) -> list[int]:
-    """Indices of one representative per group of matching structures (same reduced formula first).
-
-    ``crystals``: ``Crystal`` records or pymatgen ``Structure``s; ``matcher``: a pymatgen
-    ``StructureMatcher`` (default: CDVAE's tolerances).
-    """
-    matcher = matcher or _matcher()
-    structures = [_as_structure(c) for c in crystals]
-    by_formula: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(structures):
-        by_formula[s.composition.reduced_formula].append(i)
-    keep = []
-    for idx in by_formula.values():
-        reps: list[int] = []
-        for i in idx:
-            if not any(matcher.fit(structures[i], structures[j]) for j in reps):
-                reps.append(i)
-        keep.extend(reps)
-    return sorted(keep)
-
-
-def novel_mask(crystals: list[Any], reference: list[Any], matcher: Any = None) -> list[bool]:
-    """True where a crystal matches no reference structure of the same reduced formula (inputs and
-    ``matcher`` as :func:`unique_indices`)."""
-    matcher = matcher or _matcher()
-    ref: dict[str, list[Any]] = defaultdict(list)
-    for r in reference:
-        s = _as_structure(r)
-        ref[s.composition.reduced_formula].append(s)
-    out = []
-    for c in crystals:
-        s = _as_structure(c)
-        out.append(not any(matcher.fit(s, r) for r in ref.get(s.composition.reduced_formula, [])))
-    return out
 
 
 @dataclass

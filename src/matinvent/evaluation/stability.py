@@ -52,7 +52,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 from tqdm.auto import tqdm
 
-from matinvent.evaluation.sample_metrics import novel_mask, unique_indices
+from matinvent.evaluation.matching import novel_mask, unique_indices
 from matinvent.oracles.base import as_structures
 from matinvent.oracles.hull import ReferenceHull, load_hull
 from matinvent.oracles.mlip import MLIPRelaxer, relaxed_hull_energy, right_handed
@@ -103,7 +103,7 @@ def relaxation_rmsd(generated: Structure, relaxed: Structure) -> tuple[float, bo
 
 def unique_flags(structures: list[Structure | None]) -> list[bool | None]:
     """True for the first of each group of matching structures, False for the rest, None for None
-    (``matinvent.evaluation.sample_metrics.unique_indices`` with pymatgen's default ``StructureMatcher``)."""
+    (``matinvent.evaluation.matching.unique_indices`` with pymatgen's default ``StructureMatcher``)."""
     present = [i for i, s in enumerate(structures) if s is not None]
     keep = {present[k] for k in unique_indices([structures[i] for i in present], StructureMatcher())}
     return [None if s is None else i in keep for i, s in enumerate(structures)]
@@ -111,7 +111,7 @@ def unique_flags(structures: list[Structure | None]) -> list[bool | None]:
 
 def novel_flags(structures: list[Structure | None], training: list[Any]) -> list[bool | None]:
     """True where a structure matches no training structure of the same reduced formula; None for None
-    (``matinvent.evaluation.sample_metrics.novel_mask`` with pymatgen's default ``StructureMatcher``)."""
+    (``matinvent.evaluation.matching.novel_mask`` with pymatgen's default ``StructureMatcher``)."""
     present = [i for i, s in enumerate(structures) if s is not None]
     reference = [t for t in as_structures(training) if t is not None]
     flags = novel_mask([structures[i] for i in present], reference, StructureMatcher())

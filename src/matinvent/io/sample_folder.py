@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from matinvent.crystal.record import Crystal, CrystalError
+from matinvent.io.structure_files import write_extxyz
 
 MANIFEST = "samples.json"
 KIND = "matinvent-samples"
@@ -166,3 +167,25 @@ def read_sample_folder(directory: str | Path) -> SampleFolder:
     if not crystals:
         raise FileNotFoundError(f"no CIF files in {directory}")
     return SampleFolder(ids=ids, crystals=crystals, manifest=manifest, errors=errors)
+
+
+def write_samples(
+    crystals: list[Crystal | None], directory: str | Path, meta: dict | None = None, overwrite: bool = False
+) -> Path:
+    """``DIR/000000.cif`` … for each buildable crystal, ``DIR/samples.extxyz`` and the manifest ``DIR/samples.json``.
+
+    Refuses a folder that already holds CIFs or a manifest unless ``overwrite`` (which clears them).
+    """
+    directory = prepare_folder(directory, overwrite=overwrite)
+    ok, files, failed = [], [], []
+    for i, c in enumerate(crystals):
+        if c is None:
+            failed.append(i)
+            continue
+        c.write_cif(directory / f"{i:06d}.cif")
+        files.append(f"{i:06d}.cif")
+        ok.append(c)
+    if ok:
+        write_extxyz(ok, directory / "samples.extxyz")
+    write_manifest(directory, files, failed, meta or {})
+    return directory

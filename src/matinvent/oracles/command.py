@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from matinvent.config_io import ConfigError, finite_number
 from matinvent.oracles.base import Oracle, log
 
 FORMATS = ("cif", "extxyz")
+MAX_TIMEOUT = 7 * 24 * 3600.0  # seconds: a command oracle's limit per structure
 NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII only, by construction
 # tokens: split at whitespace, = : ; ! ? | brackets, quotes, and at commas not followed by a digit ("1,5" stays one)
 _TOKEN_SEP = re.compile(r"[\s=:;!?|()\[\]{}<>\"'`]+|,(?!\d)")
@@ -166,3 +168,32 @@ def _run_bounded(argv: list[str], timeout: float, cwd: str) -> tuple[int, str, s
             proc.wait()
         raise
     return proc.returncode, stdout, stderr
+
+
+def command_oracle_spec(spec: Any, key: str) -> dict[str, Any]:
+    """A task file's settings of one command oracle, validated (``key``: where they are, for the errors)."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{key}' must be a mapping with at least 'command'")
+    allowed = {"command", "unit", "timeout", "file_format", "description"}
+    for k in spec:
+        if k not in allowed:
+            raise ConfigError(f"{key}.{k}' is not a known key (known: {', '.join(sorted(allowed))})")
+    if not isinstance(spec.get("command"), str | list) or not spec.get("command"):
+        raise ConfigError(f"{key}.command' must be a command line containing {{input}}")
+    try:
+        argv = command_argv(spec["command"])
+    except ValueError as exc:
+        raise ConfigError(f"{key}.command': {exc}") from exc
+    if not any("{input}" in a for a in argv):
+        raise ConfigError(f"{key}.command' must contain {{input}} (the structure file)")
+    out = {**spec, "command": argv if isinstance(spec["command"], list) else spec["command"]}
+    for k in ("unit", "description"):
+        if k in out and not isinstance(out[k], str):
+            raise ConfigError(f"{key}.{k}' must be a string, got {out[k]!r}")
+    if "timeout" in out:
+        out["timeout"] = finite_number(f"{key}.timeout'", out["timeout"], positive=True)
+        if out["timeout"] > MAX_TIMEOUT:
+            raise ConfigError(f"{key}.timeout' must be <= {MAX_TIMEOUT:g} s, got {out['timeout']:g}")
+    if out.get("file_format", "cif") not in ("cif", "extxyz"):
+        raise ConfigError(f"{key}.file_format' must be 'cif' or 'extxyz', got {out['file_format']!r}")
+    return out

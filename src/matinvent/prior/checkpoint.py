@@ -15,9 +15,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from matinvent.config_io import ConfigError, from_dict
 from matinvent.prior.denoiser import DenoiserConfig
-from matinvent.prior.model import CrystalDiffusion, DiffusionConfig
-from matinvent.prior.pretrain_config import ConfigError, PretrainConfig, from_dict, validate_pretrain
+from matinvent.prior.diffusion_config import DiffusionConfig
+from matinvent.prior.model import CrystalDiffusion
+from matinvent.prior.pretrain_config import PretrainConfig, validate_pretrain
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

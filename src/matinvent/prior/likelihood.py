@@ -1,6 +1,6 @@
 """Exact log-probabilities and KLs of one reverse step of :class:`~matinvent.prior.model.CrystalDiffusion`.
 
-Per stochastic component (``F_corr``, ``F``, ``L``, ``A``; see :data:`matinvent.prior.components.COMPONENTS`)
+Per stochastic component (``F_corr``, ``F``, ``L``, ``A``; see :data:`matinvent.prior.diffusion_config.COMPONENTS`)
 they are analytic Gaussian, wrapped-normal or (masked types) categorical terms of the stored
 :class:`~matinvent.prior.transitions.TransitionParams`; the model-level helpers recompute the
 parameters with the current weights so the result is differentiable.
@@ -22,7 +22,7 @@ from matinvent.diffusion import (
     wrapped_normal_log_prob,
 )
 from matinvent.prior import type_constraints as tc
-from matinvent.prior.components import COMPONENTS
+from matinvent.prior.diffusion_config import COMPONENTS
 from matinvent.prior.transitions import Transition, TransitionParams
 
 if TYPE_CHECKING:

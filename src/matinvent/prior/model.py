@@ -1,4 +1,4 @@
-"""Joint diffusion over crystals M = (A, F, L): the prior model, its loss, sampler and likelihoods.
+"""Joint diffusion over crystals M = (A, F, L): the prior model, its forward noise and its loss.
 
 - L: DDPM with a cosine β schedule. The lattice is diffused in a per-atom scaled frame
   L̃ = L / N^(1/3) (``scale_lattice``), so cells of all sizes share one noise scale.
@@ -20,68 +20,37 @@
   categoricals inside the sampler; log-probs and KLs are those of the masked distributions
   (:mod:`matinvent.prior.type_constraints`).
 
-One reverse step M_t → M_{t_prev} is two Gaussian sub-steps:
-
-1. corrector:  F_mid ~ N_W(F_t + δ_t ŝ(M_t), 2δ_t),           δ_t = step_lr (σ_t/σ_1)²
-2. predictor:  F_{t_prev} ~ N_W(F_mid + (σ_t² − σ_prev²) ŝ(M_mid), σ_prev²(σ_t² − σ_prev²)/σ_t²),
-               L_{t_prev}, A_{t_prev} ~ N(DDPM mean from ε̂(M_mid), posterior std),
-   with M_mid = (A_t, F_mid, L_t) and both network calls at time t. With masked types, A_{t_prev}
-   instead decides each masked atom with probability u_t, its element drawn from p̂(x_0).
-
-So log p_θ(M_{t_prev} | M_t) (with F_mid as part of the action) and the KL between two models on
-the same state are sums of analytic Gaussian (and, for masked types, categorical) terms:
-``transition_log_prob`` and ``transition_kl`` in :mod:`matinvent.prior.likelihood`. Sub-steps
-with zero standard deviation (the last step to t = 0, except the masked types' final decision)
-are deterministic and add nothing.
+The predictor–corrector reverse step and the sampling chain live in :mod:`matinvent.prior.sampler`;
+``sample`` and ``transition_params`` here call it. log p_θ(M_{t_prev} | M_t) (with F_mid as part of
+the action) and the KL between two models on the same state are sums of analytic Gaussian (and, for
+masked types, categorical) terms: ``transition_log_prob`` and ``transition_kl`` in
+:mod:`matinvent.prior.likelihood`. Sub-steps with zero standard deviation (the last step to t = 0,
+except the masked types' final decision) are deterministic and add nothing.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as Fn
 
 from matinvent.config_io import ConfigError
-from matinvent.crystal.batch import CrystalBatch, batch_index, scatter_sum
+from matinvent.crystal.batch import CrystalBatch, scatter_sum
 from matinvent.crystal.constraints import ChemConstraints
 from matinvent.diffusion import (
     AbsorbingSchedule,
     CosineBetaSchedule,
     GeometricSigmaSchedule,
-    respaced_timesteps,
     wrap,
     wrapped_normal_score,
     wrapped_normal_score_norm,
 )
 from matinvent.prior import masked_types as mt
+from matinvent.prior import sampler
 from matinvent.prior import type_constraints as tc
 from matinvent.prior.denoiser import CSPDenoiser, DenoiserConfig
-from matinvent.prior.transitions import NoisedBatch, Trajectory, Transition, TransitionParams
-
-
-@dataclass
-class DiffusionConfig:
-    """Schedules, loss weights and sampler settings of the crystal diffusion."""
-
-    timesteps: int = 1000
-    sigma_begin: float = 0.005
-    sigma_end: float = 0.5
-    cost_lattice: float = 1.0
-    cost_coord: float = 1.0
-    cost_type: float = 20.0
-    step_lr: float = 1e-5
-    scale_lattice: bool = True
-    max_atoms: int = 20
-    clip_lattice: float | None = 20.0
-    clip_types: float | None = None
-    type_prediction: str = "x0"
-    cost_type_ce: float = 0.0
-    sample_steps: int | None = None
-    type_diffusion: str = "gaussian"  # "gaussian" (DDPM on one-hots) or "masked" (absorbing state)
-    absorbing_schedule: str = "linear"  # keep probability α_t of the masked type diffusion
+from matinvent.prior.diffusion_config import DiffusionConfig
+from matinvent.prior.transitions import NoisedBatch
 
 
 class CrystalDiffusion(nn.Module):
@@ -110,7 +79,7 @@ class CrystalDiffusion(nn.Module):
         return self.denoiser_config.n_types
 
     # --- frames --------------------------------------------------------------------------
-    def _lattice_scale(self, num_atoms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def lattice_scale(self, num_atoms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if not self.config.scale_lattice:
             return torch.ones(len(num_atoms), 1, 1, dtype=dtype, device=num_atoms.device)
         return num_atoms.to(dtype).pow(1.0 / 3.0).view(-1, 1, 1)
@@ -137,7 +106,7 @@ class CrystalDiffusion(nn.Module):
             )
         self.constraint = tc.TypeConstraint.build(constraints, self.n_types, self.natoms_prob, source)
 
-    def _score(self, F_out: torch.Tensor, t: int) -> torch.Tensor:
+    def score_estimate(self, F_out: torch.Tensor, t: int) -> torch.Tensor:
         """Network output (normalised score) → score estimate at time t."""
         return F_out * self.sigma_norm[t - 1].to(F_out.dtype).sqrt()
 
@@ -160,7 +129,7 @@ class CrystalDiffusion(nn.Module):
         eps_A = (A - ab.sqrt() * torch.softmax(logits, dim=-1)) / (1 - ab).sqrt()
         return (eps_L, s_F, eps_A, logits) if return_type_logits else (eps_L, s_F, eps_A)
 
-    def _denoise(self, A, F, L, t: int, batch, num_atoms, return_type_logits: bool = False):
+    def denoise_at(self, A, F, L, t: int, batch, num_atoms, return_type_logits: bool = False):
         tt = torch.full((L.shape[0],), t, device=L.device, dtype=torch.long)
         return self.predict(A, F, L, tt, batch, num_atoms, return_type_logits)
 
@@ -176,7 +145,7 @@ class CrystalDiffusion(nn.Module):
 
         t = torch.randint(1, T + 1, (B,), generator=generator).to(dev)
         t_atom = t[crystals.batch]
-        L0 = crystals.L / self._lattice_scale(crystals.num_atoms, dtype)
+        L0 = crystals.L / self.lattice_scale(crystals.num_atoms, dtype)
         eps_L = randn(B, 3, 3)
         L_t = self.beta.add_noise(L0, eps_L, t.view(-1, 1, 1))
         type_masked = None
@@ -239,45 +208,7 @@ class CrystalDiffusion(nn.Module):
             out["loss"] = total + c.cost_type_ce * out["loss_type_ce"]
         return out
 
-    # --- reverse process -----------------------------------------------------------------
-    def corrector_params(self, A, F, L, t: int, batch, num_atoms) -> tuple[torch.Tensor, float]:
-        """Langevin corrector at noise level σ_t: mean and std of F_mid."""
-        sig_t = float(self.sigma.sigmas[t])
-        step = self.config.step_lr * (sig_t / self.config.sigma_begin) ** 2
-        _, F_out, _ = self._denoise(A, F, L, t, batch, num_atoms)
-        return F + step * self._score(F_out, t), (2.0 * step) ** 0.5
-
-    def predictor_params(self, A, F_mid, L, t: int, t_prev: int, batch, num_atoms):
-        """Reverse-SDE predictor on F and ancestral DDPM steps on L and A, from M_mid at time t."""
-        eps_L, F_out, eps_A, log_p0 = self._denoise(A, F_mid, L, t, batch, num_atoms, return_type_logits=True)
-        sig_t = float(self.sigma.sigmas[t])
-        sig_prev = float(self.sigma.sigmas[t_prev])
-        step = sig_t**2 - sig_prev**2
-        std_F = (sig_prev**2 * step / sig_t**2) ** 0.5
-        ddpm = self.beta.step(t, t_prev)
-        if self.masked_types:
-            types = {
-                "logp_A": log_p0,
-                "masked_A": mt.is_masked(A, self.n_types),
-                "unmask_A": self.absorbing.unmask_prob(t, t_prev),
-            }
-        else:
-            types = {"mean_A": ddpm.mean(A, eps_A, clip=self.config.clip_types), "std_A": ddpm.std}
-        return (
-            F_mid + step * self._score(F_out, t),
-            std_F,
-            ddpm.mean(L, eps_L, clip=self.config.clip_lattice),
-            ddpm.std,
-            types,
-        )
-
-    def transition_params(self, tr: Transition, batch, num_atoms) -> TransitionParams:
-        """Recompute a stored transition's means/stds under this model (differentiable)."""
-        mean_c, std_c = self.corrector_params(tr.A, tr.F, tr.L, tr.t, batch, num_atoms)
-        *pred, types = self.predictor_params(tr.A, tr.F_mid, tr.L, tr.t, tr.t_prev, batch, num_atoms)
-        if self.masked_types and self.constraint is not None:
-            types["allowed_A"] = self.constraint.step_masks(tr.A, tr.A_next, batch, num_atoms, self.n_types)
-        return TransitionParams(mean_c, std_c, *pred, **types)
+    transition_params = sampler.transition_params  # a stored transition's means/stds under this model
 
     def sample_num_atoms(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` atom counts from the histogram (restricted to the constraint's counts when set)."""
@@ -290,61 +221,4 @@ class CrystalDiffusion(nn.Module):
             return A[:, : self.n_types].argmax(dim=-1) + 1  # masked types: the mask column is empty at the end
         return self.constraint.decode(A[:, : self.n_types], batch, num_atoms)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        steps: int | None = None,
-        num_atoms: torch.Tensor | None = None,
-        return_trajectory: bool = False,
-        progress: Callable[[int], None] | None = None,
-    ) -> Trajectory:
-        """Draw ``n`` crystals. ``steps`` < T respaces the sampler (default: ``config.sample_steps``,
-        or all T when that is unset); noise comes from ``generator``.
-
-        With ``return_trajectory`` every ``Transition`` is kept (states, actions, parameters).
-        ``progress`` is called with 1 after each reverse step.
-        """
-        dev = self.sigma_norm.device
-        dtype = next(self.parameters()).dtype
-        if num_atoms is None:
-            num_atoms = self.sample_num_atoms(n, generator)
-        elif self.constraint is not None:
-            self.constraint.check_natoms(num_atoms)
-        num_atoms = num_atoms.to(dev)
-        batch = batch_index(num_atoms)
-        N = int(num_atoms.sum())
-
-        def randn(*shape):
-            return torch.randn(*shape, generator=generator, dtype=dtype).to(dev)
-
-        L = randn(n, 3, 3)
-        A = mt.all_masked(N, self.n_types, dtype, dev) if self.masked_types else randn(N, self.n_types)
-        F = torch.rand(N, 3, generator=generator, dtype=dtype).to(dev)
-        traj = Trajectory(num_atoms=num_atoms, batch=batch)
-        ts = respaced_timesteps(self.config.timesteps, steps or self.config.sample_steps)
-        for i, t in enumerate(ts):
-            t_prev = ts[i + 1] if i + 1 < len(ts) else 0
-            mean_c, std_c = self.corrector_params(A, F, L, t, batch, num_atoms)
-            F_mid = wrap(mean_c + std_c * randn(N, 3))
-            mean_F, std_F, mean_L, std_L, types = self.predictor_params(A, F_mid, L, t, t_prev, batch, num_atoms)
-            F_next = wrap(mean_F + std_F * randn(N, 3))
-            L_next = mean_L + std_L * randn(n, 3, 3)
-            if self.masked_types and self.constraint is not None:
-                args = (A, types["logp_A"], types["unmask_A"], self.n_types, batch, num_atoms, generator)
-                A_next, types["allowed_A"] = self.constraint.sample_step(*args)
-            elif self.masked_types:
-                A_next = mt.sample_step(A, types["logp_A"], types["unmask_A"], self.n_types, generator)
-            else:
-                A_next = types["mean_A"] + types["std_A"] * randn(N, self.n_types)
-            if return_trajectory:
-                params = TransitionParams(mean_c, std_c, mean_F, std_F, mean_L, std_L, **types)
-                traj.transitions.append(Transition(t, t_prev, A, F, L, F_mid, A_next, F_next, L_next, params))
-            A, F, L = A_next, F_next, L_next
-            if progress is not None:
-                progress(1)
-        Z = self.decode_types(A, batch, num_atoms)
-        L_out = L * self._lattice_scale(num_atoms, dtype)
-        traj.final = CrystalBatch(Z=Z, F=F, L=L_out, batch=batch, num_atoms=num_atoms)
-        return traj
+    sample = sampler.sample  # draw crystals with the predictor–corrector sampler

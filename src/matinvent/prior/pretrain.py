@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from matinvent.config_io import ConfigError, to_dict
 from matinvent.crystal.batch import CrystalBatch
 from matinvent.crystal.record import Crystal
 from matinvent.io.cdvae_csv import load_arrays, read_cdvae_csv, save_arrays
 from matinvent.io.packed import PackedCrystals
 from matinvent.prior.checkpoint import load_prior, save_prior
 from matinvent.prior.model import CrystalDiffusion
-from matinvent.prior.pretrain_config import ConfigError, PretrainConfig, to_dict, validate_pretrain
+from matinvent.prior.pretrain_config import PretrainConfig, validate_pretrain
 
 STATE = "trainer_state.pt"
 LOG_EVERY = 50  # steps between reads of the running loss for the progress bar (a host sync on a GPU)

@@ -21,7 +21,7 @@ from matinvent.config_io import (  # noqa: F401 - re-exported: the generic names
     to_dict,
 )
 from matinvent.prior.denoiser import DenoiserConfig
-from matinvent.prior.model import DiffusionConfig
+from matinvent.prior.diffusion_config import DiffusionConfig
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 from matinvent.config_io import Bounds, ConfigError, from_dict, read_yaml
 from matinvent.crystal.constraints import ChemConstraints
 from matinvent.crystal.validity import GATE_ALIASES, GATES
-from matinvent.prior.components import COMPONENTS
+from matinvent.prior.diffusion_config import COMPONENTS
 from matinvent.scoring.executor import EXECUTORS
 
 METHODS = ("matinvent", "reinforce", "hill-climb", "prior", "weighted-denoising")

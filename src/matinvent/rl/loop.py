@@ -18,7 +18,7 @@ A run killed at any point resumes exactly: the checkpoint restores iteration k's
 the same crystals are sampled again, and rows already in memory for that iteration are reused
 instead of calling the oracles again; within a batch killed half-way, the oracle cache serves the
 finished structures. The oracles run in-process, in local workers or on Dask (``executor``,
-``scheduler``, ``workers``; :func:`matinvent.scoring.executor.make_executor`).
+``scheduler``, ``workers``; :func:`matinvent.scoring.executors.make_executor`).
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from matinvent.config_io import MAX_SEED, ConfigError
+from matinvent.config_io import to_dict as config_to_dict
 from matinvent.crystal.constraints import merged_constraints
 from matinvent.crystal.record import Crystal
 from matinvent.crystal.validity import gate_flags
 from matinvent.diffusion import respaced_timesteps
 from matinvent.prior.checkpoint import load_prior, resolve_checkpoint, save_prior
-from matinvent.prior.pretrain_config import MAX_SEED, ConfigError
-from matinvent.prior.pretrain_config import to_dict as config_to_dict
 from matinvent.rl.config import RLConfig, validate
 from matinvent.rl.methods import METHOD_CLASSES
 from matinvent.rl.run_folder import (
@@ -64,9 +64,9 @@ from matinvent.rl.run_folder import (
 from matinvent.rl.run_lock import RunLock
 from matinvent.rl.tensorboard import TensorBoardLogger
 from matinvent.rl.trainer import MEMORY, RLTrainer
-from matinvent.scoring.executor import make_executor
-from matinvent.scoring.rewards import Task, load_task
+from matinvent.scoring.executors import make_executor
 from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import Task, load_task
 
 SUMMARY = "summary.json"
 ORACLE_CACHE = "oracle_cache.sqlite"  # every oracle result, committed as it arrives (matinvent.scoring.oracle_cache)

@@ -28,7 +28,7 @@ import torch
 
 from matinvent.crystal.batch import CrystalBatch
 from matinvent.crystal.record import Crystal
-from matinvent.prior.components import COMPONENTS
+from matinvent.prior.diffusion_config import COMPONENTS
 from matinvent.prior.model import CrystalDiffusion
 from matinvent.rl.config import RLConfig
 from matinvent.rl.natoms import NatomsPolicy
@@ -70,7 +70,7 @@ def top_indices(scores: np.ndarray, mask: np.ndarray, k: int) -> list[int]:
 def trajectory_crystal(model: CrystalDiffusion, traj: CrystalTrajectory) -> Crystal:
     """The crystal at the end of a stored trajectory."""
     n = torch.tensor([traj.num_atoms])
-    L = traj.L[-1] * model._lattice_scale(n, traj.L.dtype)[0]
+    L = traj.L[-1] * model.lattice_scale(n, traj.L.dtype)[0]
     Z = model.decode_types(traj.A[-1], torch.zeros(traj.num_atoms, dtype=torch.long), n)  # as the sampler decodes
     return Crystal(Z=Z.numpy(), F=traj.F[-1].numpy(), L=L.numpy())
 

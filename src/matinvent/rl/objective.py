@@ -30,9 +30,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from matinvent.prior.components import COMPONENTS
+from matinvent.prior.diffusion_config import COMPONENTS
 from matinvent.prior.likelihood import kl_terms, log_prob_terms
-from matinvent.prior.model import TransitionParams
+from matinvent.prior.transitions import TransitionParams
 
 C = len(COMPONENTS)
 

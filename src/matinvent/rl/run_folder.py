@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
+from matinvent.config_io import ConfigError
 from matinvent.prior.checkpoint import check_finite
-from matinvent.prior.pretrain_config import ConfigError
 from matinvent.rl.trainer import MEMORY, RLTrainer
 from matinvent.rl.trajectories import CrystalTrajectory
-from matinvent.scoring.rewards import Task
+from matinvent.scoring.tasks import Task
 
 RUN_FILE = "run.json"
 CHECKPOINT = "checkpoint.pt"

@@ -12,7 +12,7 @@ import numbers
 from pathlib import Path
 from typing import Any
 
-from matinvent.prior.pretrain_config import ConfigError
+from matinvent.config_io import ConfigError
 
 PREFIX = "matinvent/"
 STEP = "evaluations"

@@ -27,7 +27,8 @@ from matinvent.crystal.record import Crystal
 from matinvent.crystal.validity import gate_flags
 from matinvent.diffusion import respaced_timesteps
 from matinvent.io.run_memory import CrystalRecord, Memory
-from matinvent.prior.model import CrystalDiffusion, Trajectory
+from matinvent.prior.model import CrystalDiffusion
+from matinvent.prior.transitions import Trajectory
 from matinvent.rl.config import RLConfig, paper_loss
 from matinvent.rl.diversity import DiversityFilter
 from matinvent.rl.methods import METHOD_CLASSES, Rollout
@@ -36,8 +37,8 @@ from matinvent.rl.natoms import NatomsPolicy
 from matinvent.rl.objective import component_log_probs
 from matinvent.rl.replay import ReplayBuffer
 from matinvent.rl.trajectories import CrystalTrajectory, split_trajectory
-from matinvent.scoring.rewards import Task
 from matinvent.scoring.scorer import Scorer
+from matinvent.scoring.tasks import Task
 
 MEMORY = "memory.sqlite"
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from matinvent.crystal.batch import batch_index
-from matinvent.prior.model import Trajectory, Transition
+from matinvent.prior.transitions import Trajectory, Transition
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Property targets, rewards in [0, 1] and tasks (which oracles, which windows, how to combine).
+"""Property targets and rewards in [0, 1]: one property's window and ramp, and how several combine.
 
 A target holds one property inside a window and ramps the reward linearly down to 0 outside:
 
@@ -13,27 +13,12 @@ crystal with every property inside its window.
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from matinvent.config_io import ConfigError, as_number, load_yaml_file
-from matinvent.crystal.constraints import ChemConstraints
-
 TARGET_KINDS = ("range", "below", "above")
 REDUCTIONS = ("min", "mean", "weighted")
-# columns of the run memory and the score CSV that a property (its own column) must not shadow
-RESERVED = (
-    "id", "run_id", "method", "iteration", "idx", "formula", "cif", "valid", "failed", "reason",
-    "reward", "filtered_reward", "hit", "created",
-)  # fmt: skip
-PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-MAX_TIMEOUT = 7 * 24 * 3600.0  # seconds: a command oracle's limit per structure
 
 
 @dataclass(frozen=True)
@@ -72,186 +57,17 @@ class Target:
         return f"{'<' if self.kind == 'below' else '>'} {self.threshold:g}"
 
 
-@dataclass(frozen=True)
-class Task:
-    """A named set of targets with a reduction; ``oracles`` holds user command-oracle specs by name."""
-
-    name: str
-    targets: tuple[Target, ...]
-    reduce: str = "min"
-    description: str = ""
-    oracles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    source: str = ""
-    constraints: ChemConstraints | None = None  # chemical space the sampler keeps to (matinvent.crystal.constraints)
-
-    @property
-    def properties(self) -> list[str]:
-        return [t.prop for t in self.targets]
-
-    def rewards(self, values: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(reward, hit, failed) per crystal from ``values[prop]`` arrays of equal length."""
-        per = np.stack([t.reward(values[t.prop]) for t in self.targets])
-        inside = np.stack([t.inside(values[t.prop]) for t in self.targets])
-        failed = np.stack([np.isnan(np.asarray(values[t.prop], dtype=np.float64)) for t in self.targets]).any(0)
-        if self.reduce == "min":
-            reward = per.min(0)
-        elif self.reduce == "mean":
-            reward = per.mean(0)
-        else:
-            w = np.array([t.weight for t in self.targets])[:, None]
-            reward = (w * per).sum(0) / w.sum()
-        reward = np.where(failed, 0.0, reward)
-        return reward, inside.all(0) & ~failed, failed
-
-    def window_text(self) -> str:
-        return "; ".join(f"{t.prop} {t.window()}" for t in self.targets)
-
-    def build_oracles(self, skip: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
-        """One oracle per property (except ``skip``): the task's own command oracles, else the registry."""
-        from matinvent.oracles import CommandOracle, get_oracle
-
-        out = {}
-        for prop in self.properties:
-            if prop in skip:
-                continue
-            if prop in self.oracles:
-                out[prop] = CommandOracle(name=prop, **self.oracles[prop])
-            else:
-                out[prop] = get_oracle(prop)
-        return out
-
-
-# ----------------------------------------------------------------------------------- task files
-
-
-def _number(where: str, value: Any, positive: bool = False) -> float:
-    number = as_number(value)  # the number syntax of configs: 1e3 is 1000
-    if number is None:
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    value = float(number)
-    if not math.isfinite(value) or (positive and value <= 0):
-        raise ConfigError(f"{where} must be a {'positive ' if positive else ''}finite number, got {value!r}")
-    return value
-
-
-def _property_name(prop: Any, src: str) -> str:
-    key = f"task file {src}: key 'properties.{prop}'"
-    if not isinstance(prop, str) or not PROPERTY_NAME.fullmatch(prop):
-        raise ConfigError(f"{key}: a property name must be letters, digits and '_' (not starting with a digit)")
-    if prop in RESERVED:
-        raise ConfigError(f"{key}: '{prop}' is a reserved column name (reserved: {', '.join(RESERVED)})")
-    return prop
-
-
-def _target(prop: str, spec: Any, src: str) -> Target:
-    key = f"task file {src}: key 'properties.{prop}"
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{key}' must be a mapping with 'target' and its window")
-    allowed = {"target", "center", "tolerance", "threshold", "ramp", "weight"}
-    for k in spec:
-        if k not in allowed:
-            raise ConfigError(f"{key}.{k}' is not a known key (known: {', '.join(sorted(allowed))})")
-    kind = spec.get("target")
-    if kind not in TARGET_KINDS:
-        raise ConfigError(f"{key}.target' must be one of {', '.join(TARGET_KINDS)}, got {kind!r}")
-    need = ("center", "tolerance") if kind == "range" else ("threshold",)
-    wrong = ("threshold",) if kind == "range" else ("center", "tolerance")
-    for k in need:
-        if k not in spec:
-            raise ConfigError(f"{key}.{k}' is required for target '{kind}'")
-    for k in wrong:
-        if k in spec:
-            raise ConfigError(f"{key}.{k}' does not apply to target '{kind}'")
-    vals = {k: _number(f"{key}.{k}'", spec[k]) for k in need}
-    if kind == "range" and vals["tolerance"] < 0:
-        raise ConfigError(f"{key}.tolerance' must be >= 0, got {vals['tolerance']}")
-    ramp = _number(f"{key}.ramp'", spec.get("ramp", 1.0), positive=True)
-    weight = _number(f"{key}.weight'", spec.get("weight", 1.0), positive=True)
-    return Target(prop=prop, kind=kind, ramp=ramp, weight=weight, **vals)
-
-
-def _command_oracle(name: str, spec: Any, src: str) -> dict[str, Any]:
-    key = f"task file {src}: key 'oracles.{name}"
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{key}' must be a mapping with at least 'command'")
-    allowed = {"command", "unit", "timeout", "file_format", "description"}
-    for k in spec:
-        if k not in allowed:
-            raise ConfigError(f"{key}.{k}' is not a known key (known: {', '.join(sorted(allowed))})")
-    from matinvent.oracles.command import command_argv
-
-    if not isinstance(spec.get("command"), str | list) or not spec.get("command"):
-        raise ConfigError(f"{key}.command' must be a command line containing {{input}}")
-    try:
-        argv = command_argv(spec["command"])
-    except ValueError as exc:
-        raise ConfigError(f"{key}.command': {exc}") from exc
-    if not any("{input}" in a for a in argv):
-        raise ConfigError(f"{key}.command' must contain {{input}} (the structure file)")
-    out = {**spec, "command": argv if isinstance(spec["command"], list) else spec["command"]}
-    for k in ("unit", "description"):
-        if k in out and not isinstance(out[k], str):
-            raise ConfigError(f"{key}.{k}' must be a string, got {out[k]!r}")
-    if "timeout" in out:
-        out["timeout"] = _number(f"{key}.timeout'", out["timeout"], positive=True)
-        if out["timeout"] > MAX_TIMEOUT:
-            raise ConfigError(f"{key}.timeout' must be <= {MAX_TIMEOUT:g} s, got {out['timeout']:g}")
-    if out.get("file_format", "cif") not in ("cif", "extxyz"):
-        raise ConfigError(f"{key}.file_format' must be 'cif' or 'extxyz', got {out['file_format']!r}")
-    return out
-
-
-def _constraints(spec: Any, src: str) -> ChemConstraints | None:
-    try:
-        return ChemConstraints.from_dict(spec) if spec is not None else None
-    except ConfigError as exc:
-        raise ConfigError(f"task file {src}: key 'constraints': {exc}") from exc
-
-
-def task_from_dict(data: Any, src: str = "<dict>") -> Task:
-    """Validate a task mapping; every error names the offending key."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"task file {src}: must be a mapping with 'name' and 'properties'")
-    allowed = {"name", "description", "reduce", "properties", "oracles", "constraints"}
-    for k in data:
-        if k not in allowed:
-            raise ConfigError(f"task file {src}: unknown key '{k}' (known: {', '.join(sorted(allowed))})")
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"task file {src}: key 'name' must be a non-empty string")
-    props = data.get("properties")
-    if not isinstance(props, dict) or not props:
-        raise ConfigError(f"task file {src}: key 'properties' must map property names to targets")
-    reduce = data.get("reduce", "min")
-    if reduce not in REDUCTIONS:
-        raise ConfigError(f"task file {src}: key 'reduce' must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
-    oracles = data.get("oracles") or {}
-    if not isinstance(oracles, dict):
-        raise ConfigError(f"task file {src}: key 'oracles' must map names to command-oracle settings")
-    return Task(
-        name=name,
-        targets=tuple(_target(_property_name(p, src), s, src) for p, s in props.items()),
-        reduce=reduce,
-        description=str(data.get("description", "")),
-        oracles={str(k): _command_oracle(str(k), v, src) for k, v in oracles.items()},
-        source=src,
-        constraints=_constraints(data.get("constraints"), src),
-    )
-
-
-def _task_dir() -> Path:
-    return Path(str(resources.files("matinvent") / "scoring" / "task_files"))
-
-
-def builtin_tasks() -> list[str]:
-    return sorted(p.stem for p in _task_dir().glob("*.yaml"))
-
-
-def load_task(name_or_path: str | Path) -> Task:
-    """A shipped task by name (``band_gap``, ``T1`` …) or a user's YAML task file by path."""
-    path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = _task_dir() / f"{name_or_path}.yaml"
-        if not path.exists():
-            raise ConfigError(f"unknown task '{name_or_path}' (shipped: {', '.join(builtin_tasks())}; or a YAML path)")
-    return task_from_dict(load_yaml_file(path, "task file"), str(path))
+def combine(targets: tuple[Target, ...], values: dict[str, np.ndarray], reduce: str = "min") -> tuple[np.ndarray, ...]:
+    """(reward, hit, failed) per crystal from ``values[prop]`` arrays of equal length, combined by ``reduce``."""
+    per = np.stack([t.reward(values[t.prop]) for t in targets])
+    inside = np.stack([t.inside(values[t.prop]) for t in targets])
+    failed = np.stack([np.isnan(np.asarray(values[t.prop], dtype=np.float64)) for t in targets]).any(0)
+    if reduce == "min":
+        reward = per.min(0)
+    elif reduce == "mean":
+        reward = per.mean(0)
+    else:
+        w = np.array([t.weight for t in targets])[:, None]
+        reward = (w * per).sum(0) / w.sum()
+    reward = np.where(failed, 0.0, reward)
+    return reward, inside.all(0) & ~failed, failed

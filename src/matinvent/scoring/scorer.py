@@ -1,19 +1,18 @@
 """Scoring structures for a task: read them, run the task's oracles, compute rewards and hits.
 
-Used by ``matinvent score`` and by the RL loop. Input may be a folder of CIF files, an extxyz
-file or a CDVAE/DiffCSP CSV; every file, frame and row is read on its own (``read_structure_items``),
-after the cheap checks of ``matinvent.crystal.checks``, and one that fails becomes an item with a
-reason naming the file (and frame or row) and the problem. Before any oracle call a validity
+Used by ``matinvent score`` and by the RL loop, on structures read by
+:func:`matinvent.io.structure_files.read_structure_items` (one bad file, frame or row costs only its own
+item). Before any oracle call a validity
 gate (``matinvent.crystal.validity.GATES``; default ``physical``: covalent-radius contacts + density
 window) sorts out implausible structures: they get NaN properties, reward 0, ``valid = False``
 and the reason, and are never sent to an oracle. A structure that cannot be read or evaluated
 gets NaN properties, reward 0 and ``failed``; it never stops the batch.
 
 With ``Scorer(task, timeout_s=S)`` each structure's call of a registry oracle runs in a worker
-process (``matinvent.scoring.executor.LocalExecutor``) and is killed after S seconds: a hang, even in C
+process (``matinvent.scoring.local_executor.LocalExecutor``) and is killed after S seconds: a hang, even in C
 code, costs NaN and a reason for that structure only. Command oracles bound themselves (their own
 ``timeout``, process group killed) and MLIP relaxations run in-process. With an ``executor``
-(``matinvent.scoring.executor.make_executor``: local workers, or Dask, ``matinvent.scoring.dask_executor``) every
+(``matinvent.scoring.executors.make_executor``: local workers, or Dask, ``matinvent.scoring.dask_executor``) every
 oracle call, command oracles and relaxations included, goes through it one structure at a time.
 With a ``cache`` (``matinvent.scoring.oracle_cache``) results are looked up first and each new one is
 stored the moment it arrives.
@@ -21,25 +20,23 @@ stored the moment it arrives.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from matinvent.crystal.checks import MAX_ATOMS, check_volume_per_atom
-from matinvent.crystal.record import Crystal, CrystalError, iter_extxyz
 from matinvent.crystal.structure_hash import structure_key
 from matinvent.crystal.validity import gate_flags, resolve_gate
 from matinvent.oracles.command import CommandOracle
 from matinvent.oracles.mlip.oracles import MLIP_ORACLES
 from matinvent.oracles.mlip.relax_step import MLIPRelaxStep, RelaxResult
-from matinvent.scoring.executor import LocalExecutor, OracleExecutor, OracleSpec, TransientReason
+from matinvent.scoring.executor import OracleExecutor, OracleSpec, TransientReason
+from matinvent.scoring.local_executor import LocalExecutor
 from matinvent.scoring.oracle_cache import OracleCache, oracle_key
-from matinvent.scoring.rewards import Task
+from matinvent.scoring.tasks import Task
 
 RELAX_CHOICES = ("mlip",)
 # the MLIP's properties that relax="mlip" scores (names declared once, on the oracle classes); the raw
@@ -60,80 +57,6 @@ class Scores:
     reason: list[str] = field(default_factory=list)  # why a structure is invalid ("" where valid)
 
 
-class StructureItems(NamedTuple):
-    """Aligned per-item ids, crystals (``None`` where unusable) and reasons (``""`` where read)."""
-
-    ids: list[str]
-    crystals: list[Crystal | None]
-    reasons: list[str]
-
-
-def read_structure_items(path: str | Path, max_atoms: int | None = MAX_ATOMS) -> StructureItems:
-    """Every item of a folder of CIFs, a .cif, an extxyz file or a CDVAE CSV, each read on its own.
-
-    A file, frame or row that cannot be used (unparsable, more than ``max_atoms`` atoms, non-element
-    symbols, partial occupancies, absurd cell or volume per atom, …) gets crystal ``None`` and a
-    reason naming it; one warning sums them up. Only a missing path, an empty folder, an extxyz
-    without frames or a CSV without a ``cif`` column raise.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {path}")
-    name = path.name.lower()
-    if path.is_dir() or name.endswith(".cif"):
-        items, labels = _read_cif_files(path, max_atoms)
-    elif name.endswith((".csv", ".csv.gz")):
-        from matinvent.io.cdvae_csv import read_cdvae_csv
-
-        table = read_cdvae_csv(path, max_atoms=max_atoms, keep_failed=True)
-        items = StructureItems(list(table.ids), list(table.crystals), list(table.reasons))
-        labels = [f"{path.name} row {i} ({row_id})" for i, row_id in enumerate(table.ids)]
-    elif name.endswith((".extxyz", ".xyz")):
-        frames = list(iter_extxyz(path, max_atoms))
-        if not frames:
-            raise CrystalError(f"{path}: no frames")
-        items = StructureItems(*(list(column) for column in zip(*frames, strict=True)))
-        labels = [f"{path.name} frame {i}" for i in range(len(frames))]
-    else:
-        raise ValueError(f"{path}: expected a folder of CIF files, a .cif, an .extxyz or a CDVAE .csv(.gz)")
-    for i, crystal in enumerate(items.crystals):
-        if crystal is not None and (why := check_volume_per_atom(crystal.volume, crystal.num_atoms)):
-            items.crystals[i], items.reasons[i] = None, f"{labels[i]}: {why}"
-    failed = [r for r in items.reasons if r]
-    if failed:
-        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
-        warnings.warn(
-            f"{path}: {len(failed)} of {len(items.ids)} structures unusable: {'; '.join(failed[:3])}{more}",
-            stacklevel=2,
-        )
-    return items
-
-
-def _read_cif_files(path: Path, max_atoms: int | None) -> tuple[StructureItems, list[str]]:
-    """The items of a .cif or a folder's ``*.cif`` (sorted by name), and the file names."""
-    files = sorted(path.glob("*.cif")) if path.is_dir() else [path]
-    if not files:
-        raise FileNotFoundError(f"no .cif files in {path}")
-    items = StructureItems([f.stem for f in files], [], [])
-    for f in files:
-        crystal, reason = None, ""
-        try:
-            crystal = Crystal.read_cif(f, max_atoms=max_atoms)
-        except CrystalError as exc:
-            reason = str(exc).replace(str(f), f.name, 1)
-        except Exception as exc:  # noqa: BLE001 - a hostile file must cost only its own row
-            reason = f"{f.name}: {type(exc).__name__}: {exc}"
-        items.crystals.append(crystal)
-        items.reasons.append(reason)
-    return items, [f.name for f in files]
-
-
-def read_structures(path: str | Path, max_atoms: int | None = MAX_ATOMS) -> tuple[list[str], list[Crystal | None]]:
-    """(ids, crystals) of ``read_structure_items``; unusable items → ``None`` (the warning names them)."""
-    ids, crystals, _ = read_structure_items(path, max_atoms=max_atoms)
-    return ids, crystals
-
-
 class Scorer:
     """Holds a task's oracles (built once) and scores batches of structures behind a validity gate.
 
@@ -142,7 +65,7 @@ class Scorer:
     - in-process (default): each oracle on the whole batch;
     - ``timeout_s`` (seconds per structure and oracle): the registry oracles and the given specs in the
       workers of a one-worker ``LocalExecutor`` (command oracles bound themselves; relaxations in-process);
-    - ``executor`` (e.g. :class:`~matinvent.scoring.dask_executor.DaskExecutor`, see ``executor.make_executor``):
+    - ``executor`` (e.g. :class:`~matinvent.scoring.dask_executor.DaskExecutor`, see ``executors.make_executor``):
       every spec, the task's command oracles and, with ``relax="mlip"``, each structure's relaxation (with
       the MLIP properties read off it, :class:`~matinvent.oracles.mlip.relax_step.MLIPRelaxStep`) through it.
 

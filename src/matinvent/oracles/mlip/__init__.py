@@ -49,7 +49,8 @@ from matinvent.oracles.mlip.references import (
     mp_elemental_references,
     mp_run_parameters,
 )
-from matinvent.oracles.mlip.relax import MLIPRelaxer, Relaxed, right_handed, structure_key
+from matinvent.oracles.mlip.relax import MLIPRelaxer, structure_key
+from matinvent.oracles.mlip.relaxed import Relaxed, right_handed
 
 __all__ = [
     "EXTRA_HINT",

@@ -16,12 +16,25 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from matinvent.oracles.mlip.relax import MLIPRelaxer
+
+class StrainRelaxer(Protocol):
+    """What the E(V) scan and the strain fit need of a relaxer
+    (:class:`~matinvent.oracles.mlip.relax.MLIPRelaxer` is one)."""
+
+    eos_volume_range: float
+    eos_points: int
+    inner_steps: int
+    strain: float
+    strain_points: int
+
+    def atoms(self, structure: Any) -> Any: ...
+
+    def run_optimizer(self, atoms: Any, steps: int, cell: bool) -> tuple[int, bool]: ...
+
 
 VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))  # Voigt index -> tensor indices
 
@@ -40,7 +53,7 @@ def voigt_strain(j: int, delta: float) -> np.ndarray:
     return eps
 
 
-def eos_bulk_modulus(relaxer: MLIPRelaxer, structure: Any) -> float:
+def eos_bulk_modulus(relaxer: StrainRelaxer, structure: Any) -> float:
     """Birch–Murnaghan bulk modulus (GPa) of a relaxed structure with ``relaxer``'s calculator and settings.
 
     Raises:
@@ -66,7 +79,7 @@ def eos_bulk_modulus(relaxer: MLIPRelaxer, structure: Any) -> float:
     return b_gpa
 
 
-def elastic_tensor(relaxer: MLIPRelaxer, structure: Any) -> np.ndarray:
+def elastic_tensor(relaxer: StrainRelaxer, structure: Any) -> np.ndarray:
     """6×6 Voigt stiffness (GPa) of a relaxed structure from independent finite strains, relaxed ions.
 
     Raises:

@@ -13,7 +13,7 @@ import math
 from typing import Any, NamedTuple, Protocol
 
 from matinvent.oracles.mlip.references import formation_energy_per_atom, mp2020_corrected_energy
-from matinvent.oracles.mlip.relax import Relaxed
+from matinvent.oracles.mlip.relaxed import Relaxed
 
 
 class EnergyScale(Protocol):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,43 +23,11 @@ import numpy as np
 from matinvent.crystal.structure_hash import structure_key
 from matinvent.oracles.base import StructureLike, as_structures
 from matinvent.oracles.mlip.calculators import MODELS, load_calculator, load_weights_only, model_spec, require_package
+from matinvent.oracles.mlip.elastic import elastic_tensor, eos_bulk_modulus, vrh_moduli
+from matinvent.oracles.mlip.energies import relaxed_formation_energy, relaxed_hull_energy
+from matinvent.oracles.mlip.relaxed import Relaxed, right_handed
 
 log = logging.getLogger(__name__)
-
-
-def right_handed(structure: Any) -> Any:
-    """The same crystal on a right-handed cell: a left-handed lattice has all three vectors negated."""
-    from pymatgen.core import Lattice, Structure
-
-    matrix = structure.lattice.matrix
-    if np.linalg.det(matrix) >= 0:
-        return structure
-    return Structure(
-        Lattice(-matrix),
-        [site.species for site in structure],
-        -structure.frac_coords,  # same Cartesian positions: (−f)·(−L) = f·L
-        site_properties=structure.site_properties or None,
-    )
-
-
-@dataclass
-class Relaxed:
-    """One relaxation: the relaxed structure (None on failure), its energy (eV/atom, NaN on failure), status.
-
-    ``properties`` caches what was derived from it (``formation_energy`` eV/atom, ``bulk_modulus``
-    and ``shear_modulus`` GPa, ``elastic_tensor`` 6×6 Voigt GPa) so each is computed once.
-    """
-
-    structure: Any
-    energy_per_atom: float
-    converged: bool
-    steps: int
-    error: str | None = None
-    properties: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.structure is not None and math.isfinite(self.energy_per_atom)
 
 
 class MLIPRelaxer:
@@ -255,15 +222,12 @@ class MLIPRelaxer:
 
     def formation_energy(self, structures: Sequence[StructureLike]) -> np.ndarray:
         """Formation energy of the relaxed structures vs the MP elemental references, eV/atom (MP2020 scale)."""
-        from matinvent.oracles.mlip.energies import relaxed_formation_energy
-
         return self._property(structures, "formation_energy", lambda r: relaxed_formation_energy(r, self))
 
     def e_above_hull(self, structures: Sequence[StructureLike], hull: Any = None) -> np.ndarray:
         """Energy above the hull of the relaxed structures, eV/atom (``hull``: as
         :func:`matinvent.oracles.hull.e_above_hull`; None = the shipped MP-20 hull). Not cached: it depends on
         the hull, and the formation energy it uses is."""
-        from matinvent.oracles.mlip.energies import relaxed_hull_energy
 
         def compute(r: Relaxed) -> float:
             energy = relaxed_hull_energy(r, self, hull)
@@ -275,20 +239,14 @@ class MLIPRelaxer:
 
     def bulk_modulus(self, structures: Sequence[StructureLike]) -> np.ndarray:
         """Birch–Murnaghan bulk modulus of the relaxed structures, GPa."""
-        from matinvent.oracles.mlip.elastic import eos_bulk_modulus
-
         return self._property(structures, "bulk_modulus", lambda r: eos_bulk_modulus(self, r.structure))
 
     def shear_modulus(self, structures: Sequence[StructureLike]) -> np.ndarray:
         """Voigt–Reuss–Hill shear modulus from the finite-strain elastic tensor of the relaxed structures, GPa."""
-        from matinvent.oracles.mlip.elastic import vrh_moduli
-
         return self._property(structures, "shear_modulus", lambda r: vrh_moduli(self.elastic_tensor(r))[1])
 
     def elastic_tensor(self, relaxed: Relaxed) -> np.ndarray:
         """6×6 Voigt stiffness (GPa) of a relaxation (:func:`~.elastic.elastic_tensor`), cached on it."""
-        from matinvent.oracles.mlip.elastic import elastic_tensor
-
         if "elastic_tensor" not in relaxed.properties:
             relaxed.properties["elastic_tensor"] = elastic_tensor(self, relaxed.structure)
         return relaxed.properties["elastic_tensor"]
