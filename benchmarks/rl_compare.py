@@ -1,4 +1,4 @@
-"""One method across result sets of ``rl_tasks.py``: the README's side-by-side table, by one command.
+"""One method across result sets of ``rl_tasks.py``: docs/benchmarks.md's side-by-side table, by one command.
 
     python benchmarks/rl_compare.py --sets "default=benchmarks/results/rl_tasks.json" \\
         "2 epochs=benchmarks/results/rl_tasks_epochs2.json" --method matinvent --other weighted-denoising \\

@@ -51,7 +51,7 @@ python benchmarks/saturated_evaluations.py runs/tune/df1_3 runs/tune/df0_2 --nam
 python $py --tasks density hhi band_gap bulk_modulus --seeds 1 2 3 --budget 300 --jobs 2 --no-curves \
   --methods matinvent --runs runs/tune/ep8 --name tune_ep8 --set epochs=8
 # 2026-12-02 (4th session), at the (0, 2) default: beta 0.03, the learnt atom count, top-k 0.25 and beta 0.03 +
-# atom count (the last two on density only); beta 0.03 and the atom count then lost on seeds 7-9 (README, 2026-12-03)
+# atom count (the last two on density only); beta 0.03 and the atom count then lost on seeds 7-9 (docs/benchmarks.md, 2026-12-03)
 d02=(--seeds 1 2 3 --budget 300 --jobs 1 --no-curves --methods matinvent)
 d02_4=(--tasks density hhi band_gap bulk_modulus "${d02[@]}")
 python $py "${d02_4[@]}" --runs runs/tune/d02_beta003 --name tune_d02_beta003 \

@@ -197,19 +197,30 @@ def test_optimize_returns_the_run_with_its_memory_hits_and_agent(tiny_prior, tmp
 # ----------------------------------------------------------------------------------- the README example
 
 
-def _from_python_example() -> str:
-    """The python block of README.md's "## From Python" section, else of docs/from_python.md."""
-    readme = (ROOT / "README.md").read_text()
-    section = re.search(r"^## From Python\n(.*?)(?=^## |\Z)", readme, re.S | re.M)
-    text = section.group(1) if section else (ROOT / "docs" / "from_python.md").read_text()
+def _python_block(path: Path, heading: str | None = None) -> str:
+    """The first python code block of ``path`` (under the ``## heading`` section when given)."""
+    text = path.read_text()
+    if heading is not None:
+        section = re.search(rf"^## {heading}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+        assert section, f"no '## {heading}' section in {path.name}"
+        text = section.group(1)
     block = re.search(r"```python\n(.*?)```", text, re.S)
-    assert block, "no python code block in the From Python section"
+    assert block, f"no python code block in {path.name}"
     return block.group(1)
 
 
-def test_readme_and_docs_show_the_same_example():
-    docs = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "from_python.md").read_text(), re.S)
-    assert docs and _from_python_example() == docs.group(1)
+def _from_python_example() -> str:
+    """The full example of docs/python-api.md (the README shows a shorter one and links to it; no text twice)."""
+    return _python_block(ROOT / "docs" / "python-api.md")
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = _python_block(ROOT / "README.md", "Python")
+    exec(compile(code, "README Python example", "exec"), {"__name__": "__readme__"})  # noqa: S102
+    summary = json.loads((tmp_path / "runs" / "hhi" / "summary.json").read_text())
+    assert summary["finished"] and summary["evaluations"] >= 32 and summary["task"] == "hhi"
+    assert str(summary["hits"]) in capsys.readouterr().out
 
 
 def test_the_from_python_example_runs(tmp_path, monkeypatch, capsys):

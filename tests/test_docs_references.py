@@ -49,3 +49,22 @@ def test_every_dotted_matinvent_name_exists():
 def test_the_check_catches_a_stale_name():
     assert _resolves("matinvent.prior.sampler.sample") and _resolves("matinvent.io.structure_files")
     assert not _resolves("matinvent.crystal_diffusion") and not _resolves("matinvent.scoring.scorer.read_structures")
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")
+
+
+def test_the_readme_is_a_page_and_links_every_docs_page():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    linked = {(ROOT / target).resolve() for target in LINK.findall(readme)}
+    assert {p.resolve() for p in (ROOT / "docs").glob("*.md")} <= linked
+
+
+def test_every_relative_link_of_the_readme_and_docs_exists():
+    missing = []
+    for page in [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in LINK.findall(page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                missing.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert missing == []

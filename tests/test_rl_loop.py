@@ -190,7 +190,7 @@ def test_matinvent_raises_a_toy_reward_with_bounded_kl(tmp_path):
     """10 iterations of the paper's Eq. 17 on the bundled small prior (10-step sampler) move it toward heavy elements.
 
     (With the stabilised defaults, normalised advantages + per-dimension log-probs, this Gaussian-type toy did
-    not move within 10 iterations: 0.74 → 0.70; see the README.)
+    not move within 10 iterations: 0.74 → 0.70.)
     """
     from matinvent.prior.checkpoint import load_prior
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from matinvent.rl.config import RLConfig
     from matinvent.scoring.tasks import Task
 
-DEFAULT_METHOD = "matinvent"  # the paper's Eq. 17 with our stabilisers (README: Benchmarks)
+DEFAULT_METHOD = "matinvent"  # the paper's Eq. 17 with our stabilisers (docs/rl-settings.md)
 
 
 # ----------------------------------------------------------------------------------- tasks

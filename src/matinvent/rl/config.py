@@ -50,7 +50,7 @@ class RLConfig:
     grad_clip: float = 1.0
     alpha: float = 1.0  # policy-gradient weight
     # PG weight: none (r, the paper) | batch (r − mean) | normalize ((r − mean)/std, clipped at ±adv_clip; default,
-    # chosen on 4 tasks × 3 seeds: benchmarks/results/tune_*.md)
+    # chosen on 4 tasks × 3 seeds: docs/rl-settings.md)
     baseline: str = "normalize"
     adv_clip: float = 5.0
     pg_components: list[str] = field(default_factory=lambda: list(COMPONENTS))  # log p terms in the PG

@@ -32,7 +32,7 @@ from matinvent.prior.diffusion_config import COMPONENTS
 from matinvent.prior.model import CrystalDiffusion
 from matinvent.rl.config import RLConfig
 from matinvent.rl.natoms import NatomsPolicy
-from matinvent.rl.objective import advantages, component_kls, component_log_probs, kl_loss, policy_loss
+from matinvent.rl.objective import advantages, component_kls, component_log_probs, policy_loss, step_loss
 from matinvent.rl.replay import ReplayEntry
 from matinvent.rl.trajectories import CrystalTrajectory, stack_step
 
@@ -172,15 +172,14 @@ class Method:
                 p = self.agent.transition_params(tr, batch, num_atoms)
                 lp = (component_log_probs(p, tr, batch, num_atoms, cfg.sigma_floor, cfg.logp_reduce) * pg_mask).sum(-1)
                 old = self._old_logp(trajs, s, pg_mask, dev) if clip > 0 else None
-                pg, ratio = policy_loss(lp, a, old, clip, use_ratio=has_old)
-                loss = cfg.alpha * pg * pg_on
+                kl = None
                 if use_kl:
                     with torch.no_grad():
                         q = self.prior.transition_params(tr, batch, num_atoms)
                     kl = component_kls(p, q, batch, num_atoms, cfg.sigma_floor, cfg.logp_reduce)
-                    loss = loss + cfg.beta * kl_loss(kl, r, cfg.lam, kl_w)
                     stats["kl"] += scale * float((kl.detach() * kl_w).sum(-1).mean()) / n_epochs
-                loss = scale * loss.mean()
+                per, ratio = step_loss(lp, a, old, clip, has_old, pg_on, cfg.alpha, kl, r, cfg.beta, cfg.lam, kl_w)
+                loss = scale * per.mean()
                 loss.backward()
                 stats["loss"] += float(loss.detach()) / n_epochs
                 stats["logp"] += scale * float(lp.detach().mean()) / n_epochs

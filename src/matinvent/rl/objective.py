@@ -21,6 +21,8 @@ summed over the stochastic components F_corr, F, L, A. The switches of :class:`R
 - ``kl_weights`` — a weight per component of the KL.
 
 Every function works on (B, C) tensors, C = len(COMPONENTS), zeros where a component is absent.
+:func:`step_loss` is the whole of Eq. 17 at one step; the methods of :mod:`matinvent.rl.methods`
+draw the steps, compute the log-probs and KLs under the agent and the prior, and apply it.
 """
 
 from __future__ import annotations
@@ -144,3 +146,26 @@ def policy_loss(
 def kl_loss(kl: torch.Tensor, rewards: torch.Tensor, lam: float, weights: torch.Tensor) -> torch.Tensor:
     """(B,) (λ − r)·Σ_c w_c KL_c for a (B, C) KL."""
     return (lam - rewards) * (kl * weights).sum(-1)
+
+
+def step_loss(
+    logp: torch.Tensor,
+    adv: torch.Tensor,
+    logp_old: torch.Tensor | None,
+    clip: float,
+    use_ratio: torch.Tensor,
+    pg_on: torch.Tensor,
+    alpha: float,
+    kl: torch.Tensor | None = None,
+    rewards: torch.Tensor | None = None,
+    beta: float = 0.0,
+    lam: float = 1.0,
+    kl_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 17 at one reverse step, per trajectory: α·PG (:func:`policy_loss`, on the rows of ``pg_on``)
+    plus, with a ``kl``, β·(λ − r)·Σ_c w_c KL_c (:func:`kl_loss`); and the ratio of :func:`policy_loss`."""
+    pg, ratio = policy_loss(logp, adv, logp_old, clip, use_ratio=use_ratio)
+    loss = alpha * pg * pg_on
+    if kl is not None:
+        loss = loss + beta * kl_loss(kl, rewards, lam, kl_weights)
+    return loss, ratio
