@@ -1,0 +1,242 @@
+"""Many structures at once: batched MLIP single points and relaxations on torch-sim (SevenNet models).
+
+:class:`BatchedRelaxer` evaluates and relaxes lists of structures with the field's batched-MLIP
+engine, ``torch-sim-atomistic``: one model call per step for every structure in flight, FIRE on
+positions and cell through the Fréchet cell filter (``torch_sim.frechet_cell_fire``, ASE's FIRE
+flavour), structures swapped out of the batch as each one finishes (``InFlightAutoBatcher``,
+at most ``atoms_in_flight`` atoms at a time).
+
+Every structure gets its own bounds and its own outcome, never an exception:
+
+- converged: the largest atomic force and the largest cell force are below ``fmax`` (eV/Å);
+- ``max_steps``: at most that many FIRE steps per structure (counted in rounds of
+  ``steps_between_swaps``), then it leaves the batch unconverged;
+- ``max_seconds``: a wall-clock bound on one :meth:`relax` call; whatever is still in flight then
+  leaves unconverged, with the reason "time limit";
+- atoms closer than ``min_distance`` Å, an element the model does not know, or a non-finite energy
+  at any point: NaN energy and the reason, the rest of the batch goes on.
+
+Results are :class:`~matinvent.oracles.mlip.relaxed.Relaxed` records, the same as the one-at-a-time
+ASE path (:class:`~matinvent.oracles.mlip.relax.MLIPRelaxer`) returns; energies are the model's raw
+eV/atom. Only SevenNet models are batched (torch-sim 0.3 wraps no CHGNet); ``model="chgnet"`` raises
+``NotImplementedError`` naming the per-structure path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from matinvent.oracles.base import StructureLike, as_structures
+from matinvent.oracles.mlip.calculators import load_calculator, model_spec, require_package
+from matinvent.oracles.mlip.relaxed import Relaxed, right_handed
+
+TIME_LIMIT = "time limit"
+
+
+@dataclass
+class SinglePoint:
+    """Energy (eV/atom), forces (N, 3) eV/Å and stress (3, 3) eV/Å³ (ASE's sign) of one structure; NaN + reason
+    where it failed."""
+
+    energy_per_atom: float
+    forces: np.ndarray | None
+    stress: np.ndarray | None
+    reason: str = ""
+
+
+def _sevennet_model(model: str, device: str) -> Any:
+    """torch-sim's SevenNet wrapper around a fresh copy of the pretrained model (the wrapper changes it in place)."""
+    import sevenn.calculator
+    import torch
+
+    if not hasattr(sevenn.calculator, "torch_script_type"):  # torch-sim 0.3 reads a name sevenn 0.13 dropped
+        sevenn.calculator.torch_script_type = torch.jit.ScriptModule
+    from torch_sim.models.sevennet import SevenNetModel
+
+    calc = load_calculator(model, device=device)
+    return SevenNetModel(model=calc.model, device=device, dtype=torch.float32)
+
+
+@dataclass
+class BatchedRelaxer:
+    """Batched single points and FIRE relaxations (positions + cell) of many structures with one MLIP."""
+
+    model: str = "sevennet-0"
+    fmax: float = 0.05
+    max_steps: int = 300
+    max_seconds: float = 600.0
+    atoms_in_flight: int = 100
+    steps_between_swaps: int = 5
+    min_distance: float = 0.5
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        spec = model_spec(self.model)
+        if spec.package != "sevenn":
+            raise NotImplementedError(
+                f"batched relaxation supports SevenNet models only (torch-sim has no {self.model} wrapper); "
+                "use matinvent.oracles.mlip.relax.MLIPRelaxer for one structure at a time"
+            )
+        require_package("torch_sim", "batched MLIP relaxation")
+        for name in ("fmax", "max_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("max_steps", "atoms_in_flight", "steps_between_swaps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        self._model: Any = None
+
+    @property
+    def ts_model(self) -> Any:
+        if self._model is None:
+            self._model = _sevennet_model(self.model, self.device)
+        return self._model
+
+    # -- input checks: what is refused before the model sees it
+
+    def _usable(self, structures: list[Any]) -> tuple[list[int], dict[int, str]]:
+        known = {int(z) for z in getattr(getattr(self.ts_model, "model", None), "type_map", None) or ()}
+        ok, refused = [], {}
+        for i, s in enumerate(structures):
+            if s is None:
+                refused[i] = "structure could not be built"
+            elif len(s) > 1 and np.min(s.distance_matrix[np.triu_indices(len(s), 1)]) < self.min_distance:
+                refused[i] = f"atoms closer than {self.min_distance} Å"
+            elif known and (unknown := sorted({sp.symbol for sp in s.species if sp.Z not in known})):
+                refused[i] = f"elements the model does not know: {', '.join(unknown)}"
+            else:
+                ok.append(i)
+        return ok, refused
+
+    def _state(self, structures: list[Any]) -> Any:
+        import torch
+        import torch_sim as ts
+
+        return ts.io.structures_to_state(structures, device=self.device, dtype=torch.float32)
+
+    # -- single points
+
+    def single_points(self, structures: Sequence[StructureLike]) -> list[SinglePoint]:
+        """Energy, forces and stress of each structure, ``atoms_in_flight`` atoms per model call."""
+        structures = [right_handed(s) if s is not None else None for s in as_structures(structures)]
+        ok, refused = self._usable(structures)
+        out = [SinglePoint(math.nan, None, None, refused.get(i, "")) for i in range(len(structures))]
+        for chunk in self._chunks(ok, structures):
+            try:
+                res = self.ts_model(self._state([structures[i] for i in chunk]))
+            except Exception as exc:  # noqa: BLE001 - one failed chunk costs its own structures
+                for i in chunk:
+                    out[i].reason = f"{type(exc).__name__}: {exc}"
+                continue
+            start = 0
+            for k, i in enumerate(chunk):
+                n = len(structures[i])
+                energy = float(res["energy"][k]) / n
+                forces = res["forces"][start : start + n].double().cpu().numpy()
+                start += n
+                if not math.isfinite(energy) or not np.isfinite(forces).all():
+                    out[i].reason = "non-finite energy or forces"
+                    continue
+                out[i] = SinglePoint(energy, forces, res["stress"][k].double().cpu().numpy())
+        return out
+
+    def _chunks(self, indices: list[int], structures: list[Any]) -> list[list[int]]:
+        chunks: list[list[int]] = [[]]
+        atoms = 0
+        for i in indices:
+            if chunks[-1] and atoms + len(structures[i]) > self.atoms_in_flight:
+                chunks.append([])
+                atoms = 0
+            chunks[-1].append(i)
+            atoms += len(structures[i])
+        return [c for c in chunks if c]
+
+    # -- relaxations
+
+    def relax(
+        self, structures: Sequence[StructureLike], on_result: Callable[[int, Relaxed], None] | None = None
+    ) -> list[Relaxed]:
+        """One :class:`Relaxed` per structure; ``on_result(index, relaxed)`` as each one leaves the batch."""
+        structures = [right_handed(s) if s is not None else None for s in as_structures(structures)]
+        ok, refused = self._usable(structures)
+        out: list[Relaxed | None] = [None] * len(structures)
+        for i, why in refused.items():
+            out[i] = Relaxed(None, math.nan, False, 0, why)
+            if on_result is not None:
+                on_result(i, out[i])
+        try:
+            batch = self._relax_batch([structures[i] for i in ok]) if ok else []
+        except Exception:  # noqa: BLE001 - one structure broke the batch: each one alone, so only it pays
+            batch = [self._relax_alone(structures[i]) for i in ok]
+        for k, relaxed in enumerate(batch):
+            out[ok[k]] = relaxed
+            if on_result is not None:
+                on_result(ok[k], relaxed)
+        return out  # type: ignore[return-value]
+
+    def _relax_alone(self, structure: Any) -> Relaxed:
+        try:
+            return self._relax_batch([structure])[0]
+        except Exception as exc:  # noqa: BLE001 - reported as this structure's reason
+            return Relaxed(None, math.nan, False, 0, f"{type(exc).__name__}: {exc}")
+
+    def _relax_batch(self, structures: list[Any]) -> list[Relaxed]:
+        import torch
+        import torch_sim as ts
+
+        model = self.ts_model
+        init_fn, update_fn = ts.frechet_cell_fire(model=model)
+        batcher = ts.InFlightAutoBatcher(
+            model,
+            memory_scales_with="n_atoms",
+            max_memory_scaler=float(max(self.atoms_in_flight, max(len(s) for s in structures))),
+            return_indices=True,
+            max_iterations=math.ceil(self.max_steps / self.steps_between_swaps),
+        )
+        state = init_fn(self._state(structures))
+        batcher.load_states(state)
+        steps = np.zeros(len(structures), dtype=int)
+        reasons = [""] * len(structures)
+        deadline = time.monotonic() + self.max_seconds
+        finished: list[Any] = []
+        done = None
+        while (result := batcher.next_batch(state, done))[0] is not None:
+            state, leaving, indices = result
+            finished.extend(leaving)
+            if time.monotonic() > deadline:  # whatever is in flight or queued leaves without another step
+                done = torch.ones(state.n_systems, dtype=torch.bool, device=state.energy.device)
+                for i in indices:
+                    reasons[i] = reasons[i] or TIME_LIMIT
+                continue
+            for _ in range(self.steps_between_swaps):
+                state = update_fn(state)
+            steps[indices] += self.steps_between_swaps
+            bad = ~torch.isfinite(state.energy)
+            done = self._converged(state) | bad
+            for k in torch.nonzero(bad).flatten().tolist():
+                reasons[indices[k]] = "non-finite energy during the relaxation"
+        finished.extend(result[1])
+        final = batcher.restore_original_order(finished)
+        return [self._record(s, int(min(steps[i], self.max_steps)), reasons[i]) for i, s in enumerate(final)]
+
+    def _converged(self, state: Any) -> Any:
+        forces = state.forces.norm(dim=1)
+        per_system = forces.new_zeros(state.n_systems).scatter_reduce(0, state.system_idx, forces, "amax")
+        cell = state.cell_forces.norm(dim=2).amax(dim=1)
+        return (per_system < self.fmax) & (cell < self.fmax)
+
+    def _record(self, state: Any, steps: int, reason: str) -> Relaxed:
+        import torch_sim as ts
+
+        energy = float(state.energy[0]) / int(state.n_atoms)
+        if reason.startswith("non-finite") or not math.isfinite(energy):
+            return Relaxed(None, math.nan, False, steps, reason or "non-finite energy")
+        (structure,) = ts.io.state_to_structures(state)
+        converged = bool(self._converged(state)[0])
+        return Relaxed(structure, energy, converged, steps, reason or None)

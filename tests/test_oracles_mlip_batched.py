@@ -1,0 +1,114 @@
+"""Batched MLIP relaxations (torch-sim, SevenNet-0) against the one-at-a-time ASE path and ASE's own calculator."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("sevenn") is None or importlib.util.find_spec("torch_sim") is None,
+        reason="needs the mlip extra (sevenn, torch-sim-atomistic)",
+    ),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+
+def fcc(a: float) -> Lattice:
+    return Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]])
+
+
+def tiny_structures() -> list[Structure]:
+    """Three small cells away from equilibrium: strained rock-salt MgO, rattled diamond Si, sheared rock-salt NaCl."""
+    mgo = Structure(fcc(4.40), ["Mg", "O"], [[0, 0, 0], [0.5] * 3])
+    si = Structure(fcc(5.40), ["Si", "Si"], [[0.01, 0.0, 0.02], [0.25, 0.27, 0.24]])
+    sheared = np.array(fcc(5.50).matrix) @ np.array([[1.0, 0.03, 0.0], [0.0, 1.02, 0.0], [0.0, 0.0, 0.99]])
+    nacl = Structure(Lattice(sheared), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3])
+    return [mgo, si, nacl]
+
+
+@pytest.fixture(scope="module")
+def batched():
+    from matinvent.oracles.mlip.batched import BatchedRelaxer
+
+    return BatchedRelaxer(fmax=0.02, max_steps=400)
+
+
+def test_batched_and_per_structure_relaxations_agree(batched):
+    from matinvent.oracles.mlip.relax import MLIPRelaxer
+
+    structures = tiny_structures()
+    got = batched.relax(structures)
+    ref = MLIPRelaxer(fmax=0.02, max_steps=400).relax(structures)
+    for g, r, s in zip(got, ref, structures, strict=True):
+        assert g.ok and r.ok and g.converged and r.converged, (s.formula, g.error, r.error)
+        assert abs(g.energy_per_atom - r.energy_per_atom) < 0.005  # eV/atom, the issue's 5 meV/atom
+        assert g.structure.composition == s.composition
+        assert abs(g.structure.volume - r.structure.volume) / r.structure.volume < 0.01
+        assert 0 < g.steps <= 400
+
+
+def test_single_points_match_the_ase_calculator(batched):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from matinvent.oracles.mlip.calculators import load_calculator
+
+    calc = load_calculator("sevennet-0")
+    for s, point in zip(tiny_structures(), batched.single_points(tiny_structures()), strict=True):
+        atoms = AseAtomsAdaptor.get_atoms(s)
+        atoms.calc = calc
+        assert point.reason == ""
+        assert point.energy_per_atom == pytest.approx(atoms.get_potential_energy() / len(atoms), abs=1e-4)
+        np.testing.assert_allclose(point.forces, atoms.get_forces(), atol=1e-3)
+        np.testing.assert_allclose(point.stress, atoms.get_stress(voigt=False), atol=1e-4)
+
+
+def test_a_structure_that_cannot_relax_gets_nan_and_a_reason_and_the_rest_go_on(batched):
+    collapsed = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.01, 0, 0]])  # atoms 0.04 Å apart
+    out = batched.relax([collapsed, *tiny_structures()[:1], None])
+    assert math.isnan(out[0].energy_per_atom) and out[0].structure is None and "closer than" in out[0].error
+    assert out[1].ok and out[1].converged
+    assert math.isnan(out[2].energy_per_atom) and out[2].error
+    seen = []
+    batched.relax([collapsed], on_result=lambda i, r: seen.append((i, r.ok)))
+    assert seen == [(0, False)]
+
+
+def test_step_and_time_bounds_hold_per_structure():
+    from matinvent.oracles.mlip.batched import TIME_LIMIT, BatchedRelaxer
+
+    few = BatchedRelaxer(fmax=1e-4, max_steps=5).relax(tiny_structures())
+    assert all(r.ok and not r.converged and r.steps <= 5 for r in few)
+    late = BatchedRelaxer(fmax=1e-4, max_steps=400, max_seconds=1e-6).relax(tiny_structures())
+    assert all(r.ok and not r.converged and r.error == TIME_LIMIT for r in late)
+
+
+def test_chgnet_is_refused_with_the_per_structure_path_named():
+    from matinvent.oracles.mlip.batched import BatchedRelaxer
+
+    with pytest.raises(NotImplementedError, match="MLIPRelaxer"):
+        BatchedRelaxer(model="chgnet")
+
+
+def test_a_batch_that_raises_is_relaxed_one_by_one_and_only_the_culprit_fails(monkeypatch):
+    from matinvent.oracles.mlip.batched import BatchedRelaxer
+
+    relaxer = BatchedRelaxer(fmax=0.05, max_steps=50)
+    real = relaxer._relax_batch
+    culprit = tiny_structures()[1].composition
+
+    def breaks_on_si(structures):
+        if any(s.composition == culprit for s in structures):
+            raise RuntimeError("neighbour list exploded")
+        return real(structures)
+
+    monkeypatch.setattr(relaxer, "_relax_batch", breaks_on_si)
+    out = relaxer.relax(tiny_structures())
+    assert out[0].ok and out[2].ok
+    assert out[1].structure is None and math.isnan(out[1].energy_per_atom)
+    assert out[1].error == "RuntimeError: neighbour list exploded"
