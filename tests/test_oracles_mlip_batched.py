@@ -1,4 +1,4 @@
-"""Batched MLIP relaxations (torch-sim, SevenNet-0) against the one-at-a-time ASE path and ASE's own calculator."""
+"""Batched MLIP relaxations (torch-sim; SevenNet-0, CHGNet) against the one-at-a-time ASE path and calculators."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def tiny_structures() -> list[Structure]:
     return [mgo, si, nacl]
 
 
+MODELS = [
+    "sevennet-0",
+    pytest.param("chgnet", marks=pytest.mark.skipif(importlib.util.find_spec("chgnet") is None, reason="needs chgnet")),
+]
+
+
 @pytest.fixture(scope="module")
 def batched():
     from matinvent.oracles.mlip.batched import BatchedRelaxer
@@ -39,12 +45,14 @@ def batched():
     return BatchedRelaxer(fmax=0.02, max_steps=400)
 
 
-def test_batched_and_per_structure_relaxations_agree(batched):
+@pytest.mark.parametrize("model", MODELS)
+def test_batched_and_per_structure_relaxations_agree(model):
+    from matinvent.oracles.mlip.batched import BatchedRelaxer
     from matinvent.oracles.mlip.relax import MLIPRelaxer
 
     structures = tiny_structures()
-    got = batched.relax(structures)
-    ref = MLIPRelaxer(fmax=0.02, max_steps=400).relax(structures)
+    got = BatchedRelaxer(model=model, fmax=0.02, max_steps=400).relax(structures)
+    ref = MLIPRelaxer(model=model, fmax=0.02, max_steps=400).relax(structures)
     for g, r, s in zip(got, ref, structures, strict=True):
         assert g.ok and r.ok and g.converged and r.converged, (s.formula, g.error, r.error)
         assert abs(g.energy_per_atom - r.energy_per_atom) < 0.005  # eV/atom, the issue's 5 meV/atom
@@ -53,13 +61,16 @@ def test_batched_and_per_structure_relaxations_agree(batched):
         assert 0 < g.steps <= 400
 
 
-def test_single_points_match_the_ase_calculator(batched):
+@pytest.mark.parametrize("model", MODELS)
+def test_single_points_match_the_ase_calculator(model):
     from pymatgen.io.ase import AseAtomsAdaptor
 
+    from matinvent.oracles.mlip.batched import BatchedRelaxer
     from matinvent.oracles.mlip.calculators import load_calculator
 
-    calc = load_calculator("sevennet-0")
-    for s, point in zip(tiny_structures(), batched.single_points(tiny_structures()), strict=True):
+    calc = load_calculator(model)
+    points = BatchedRelaxer(model=model).single_points(tiny_structures())
+    for s, point in zip(tiny_structures(), points, strict=True):
         atoms = AseAtomsAdaptor.get_atoms(s)
         atoms.calc = calc
         assert point.reason == ""
@@ -86,13 +97,6 @@ def test_step_and_time_bounds_hold_per_structure():
     assert all(r.ok and not r.converged and r.steps <= 5 for r in few)
     late = BatchedRelaxer(fmax=1e-4, max_steps=400, max_seconds=1e-6).relax(tiny_structures())
     assert all(r.ok and not r.converged and r.error == TIME_LIMIT for r in late)
-
-
-def test_chgnet_is_refused_with_the_per_structure_path_named():
-    from matinvent.oracles.mlip.batched import BatchedRelaxer
-
-    with pytest.raises(NotImplementedError, match="MLIPRelaxer"):
-        BatchedRelaxer(model="chgnet")
 
 
 def test_a_batch_that_raises_is_relaxed_one_by_one_and_only_the_culprit_fails(monkeypatch):
