@@ -106,13 +106,22 @@ def test_a_batch_that_raises_is_relaxed_one_by_one_and_only_the_culprit_fails(mo
     real = relaxer._relax_batch
     culprit = tiny_structures()[1].composition
 
-    def breaks_on_si(structures):
+    def breaks_on_si(structures, report):
         if any(s.composition == culprit for s in structures):
             raise RuntimeError("neighbour list exploded")
-        return real(structures)
+        return real(structures, report)
 
     monkeypatch.setattr(relaxer, "_relax_batch", breaks_on_si)
     out = relaxer.relax(tiny_structures())
     assert out[0].ok and out[2].ok
     assert out[1].structure is None and math.isnan(out[1].energy_per_atom)
     assert out[1].error == "RuntimeError: neighbour list exploded"
+
+
+def test_each_result_is_reported_the_moment_its_structure_leaves_the_batch(batched):
+    settled = Structure(fcc(4.257), ["Mg", "O"], [[0, 0, 0], [0.5] * 3])  # near SevenNet-0's minimum already
+    structures = [*tiny_structures()[1:], settled]
+    seen = []
+    out = batched.relax(structures, on_result=lambda i, r: seen.append((i, r.steps)))
+    assert sorted(i for i, _ in seen) == [0, 1, 2]
+    assert seen[0][0] == 2 and seen[0][1] < max(r.steps for r in out)  # last in, first out: it finished first

@@ -192,31 +192,39 @@ class BatchedRelaxer:
     def relax(
         self, structures: Sequence[StructureLike], on_result: Callable[[int, Relaxed], None] | None = None
     ) -> list[Relaxed]:
-        """One :class:`Relaxed` per structure; ``on_result(index, relaxed)`` as each one leaves the batch."""
+        """One :class:`Relaxed` per structure; ``on_result(index, relaxed)`` the moment each one leaves the batch
+        (so a caller can store it at once: a killed process loses only what was still in flight)."""
         structures = [right_handed(s) if s is not None else None for s in as_structures(structures)]
         ok, refused = self._usable(structures)
         out: list[Relaxed | None] = [None] * len(structures)
+
+        def report(i: int, relaxed: Relaxed) -> None:
+            out[i] = relaxed
+            if on_result is not None:
+                on_result(i, relaxed)
+
         for i, why in refused.items():
-            out[i] = Relaxed(None, math.nan, False, 0, why)
-            if on_result is not None:
-                on_result(i, out[i])
+            report(i, Relaxed(None, math.nan, False, 0, why))
         try:
-            batch = self._relax_batch([structures[i] for i in ok]) if ok else []
-        except Exception:  # noqa: BLE001 - one structure broke the batch: each one alone, so only it pays
-            batch = [self._relax_alone(structures[i]) for i in ok]
-        for k, relaxed in enumerate(batch):
-            out[ok[k]] = relaxed
-            if on_result is not None:
-                on_result(ok[k], relaxed)
+            if ok:
+                self._relax_batch([structures[i] for i in ok], lambda k, r: report(ok[k], r))
+        except Exception:  # noqa: BLE001 - one structure broke the batch: the rest one by one, so only it pays
+            for i in ok:
+                if out[i] is None:
+                    report(i, self._relax_alone(structures[i]))
         return out  # type: ignore[return-value]
 
     def _relax_alone(self, structure: Any) -> Relaxed:
+        got: list[Relaxed] = []
         try:
-            return self._relax_batch([structure])[0]
+            self._relax_batch([structure], lambda k, r: got.append(r))
+            return got[0]
         except Exception as exc:  # noqa: BLE001 - reported as this structure's reason
             return Relaxed(None, math.nan, False, 0, f"{type(exc).__name__}: {exc}")
 
-    def _relax_batch(self, structures: list[Any]) -> list[Relaxed]:
+    def _relax_batch(self, structures: list[Any], report: Callable[[int, Relaxed], None]) -> None:
+        """FIRE on all ``structures``, at most ``atoms_in_flight`` atoms at a time; ``report(k, relaxed)`` as each
+        one is done (converged, out of steps or time, or non-finite)."""
         import torch
         import torch_sim as ts
 
@@ -227,46 +235,40 @@ class BatchedRelaxer:
             memory_scales_with="n_atoms",
             max_memory_scaler=float(max(self.atoms_in_flight, max(len(s) for s in structures))),
             return_indices=True,
-            max_iterations=math.ceil(self.max_steps / self.steps_between_swaps),
         )
-        state = init_fn(self._state(structures))
-        batcher.load_states(state)
+        batcher.load_states(init_fn(self._state(structures)))
         steps = np.zeros(len(structures), dtype=int)
-        reasons = [""] * len(structures)
         deadline = time.monotonic() + self.max_seconds
-        finished: list[Any] = []
-        done = None
+        state, done = None, None
         while (result := batcher.next_batch(state, done))[0] is not None:
-            state, leaving, indices = result
-            finished.extend(leaving)
-            if time.monotonic() > deadline:  # whatever is in flight or queued leaves without another step
-                done = torch.ones(state.n_systems, dtype=torch.bool, device=state.energy.device)
-                for i in indices:
-                    reasons[i] = reasons[i] or TIME_LIMIT
-                continue
-            for _ in range(self.steps_between_swaps):
-                state = update_fn(state)
-            steps[indices] += self.steps_between_swaps
+            state, _, current = result
+            indices = list(current)  # the batcher's own list changes on the next call
+            late = time.monotonic() > deadline  # whatever is in flight or queued then leaves without another step
+            if not late:
+                for _ in range(self.steps_between_swaps):
+                    state = update_fn(state)
+                steps[indices] += self.steps_between_swaps
             bad = ~torch.isfinite(state.energy)
-            done = self._converged(state) | bad
-            for k in torch.nonzero(bad).flatten().tolist():
-                reasons[indices[k]] = "non-finite energy during the relaxation"
-        finished.extend(result[1])
-        final = batcher.restore_original_order(finished)
-        return [self._record(s, int(min(steps[i], self.max_steps)), reasons[i]) for i, s in enumerate(final)]
+            converged = self._converged(state) & ~bad
+            out_of_steps = torch.tensor([steps[i] >= self.max_steps for i in indices], device=bad.device)
+            done = converged | bad | out_of_steps | late
+            finished = torch.nonzero(done).flatten().tolist()
+            if not finished:
+                continue
+            n_atoms = state.n_atoms_per_system.tolist()
+            final = ts.io.state_to_structures(state)
+            for k in finished:
+                i = indices[k]
+                if bad[k]:
+                    relaxed = Relaxed(None, math.nan, False, int(steps[i]), "non-finite energy during the relaxation")
+                else:
+                    energy = float(state.energy[k]) / n_atoms[k]
+                    reason = None if converged[k] or not late else TIME_LIMIT
+                    relaxed = Relaxed(final[k], energy, bool(converged[k]), int(steps[i]), reason)
+                report(i, relaxed)
 
     def _converged(self, state: Any) -> Any:
         forces = state.forces.norm(dim=1)
         per_system = forces.new_zeros(state.n_systems).scatter_reduce(0, state.system_idx, forces, "amax")
         cell = state.cell_forces.norm(dim=2).amax(dim=1)
         return (per_system < self.fmax) & (cell < self.fmax)
-
-    def _record(self, state: Any, steps: int, reason: str) -> Relaxed:
-        import torch_sim as ts
-
-        energy = float(state.energy[0]) / int(state.n_atoms)
-        if reason.startswith("non-finite") or not math.isfinite(energy):
-            return Relaxed(None, math.nan, False, steps, reason or "non-finite energy")
-        (structure,) = ts.io.state_to_structures(state)
-        converged = bool(self._converged(state)[0])
-        return Relaxed(structure, energy, converged, steps, reason or None)
