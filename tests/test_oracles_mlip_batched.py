@@ -125,3 +125,45 @@ def test_each_result_is_reported_the_moment_its_structure_leaves_the_batch(batch
     out = batched.relax(structures, on_result=lambda i, r: seen.append((i, r.steps)))
     assert sorted(i for i, _ in seen) == [0, 1, 2]
     assert seen[0][0] == 2 and seen[0][1] < max(r.steps for r in out)  # last in, first out: it finished first
+
+
+def test_the_relaxer_with_the_batched_engine_relaxes_once_and_serves_every_property():
+    from matinvent.oracles.mlip import mlip_oracles
+
+    structures = tiny_structures()
+    batched = mlip_oracles(engine="batched", fmax=0.02, max_steps=400)
+    ase = mlip_oracles(fmax=0.02, max_steps=400)
+    seen = []
+    relaxed = batched["formation_energy"].relaxer.relax(structures, on_result=lambda i, r: seen.append(i))
+    assert sorted(seen) == [0, 1, 2] and all(r.converged for r in relaxed)
+    e_batched = batched["formation_energy"](structures)
+    e_ase = ase["formation_energy"](structures)
+    np.testing.assert_allclose(e_batched, e_ase, atol=0.005)  # eV/atom
+    assert batched["formation_energy"].relaxer.n_relaxations == 3  # the property reused the batch's relaxations
+
+
+def test_a_scorer_killed_mid_batch_keeps_what_finished_and_relaxes_only_the_rest(tmp_path, monkeypatch):
+    from matinvent.scoring.oracle_cache import OracleCache
+    from matinvent.scoring.scorer import Scorer
+    from matinvent.scoring.tasks import task_from_dict
+
+    task = task_from_dict({"name": "ef", "properties": {"formation_energy": {"target": "below", "threshold": 0}}})
+    structures = tiny_structures()
+    real_put = OracleCache.put
+    puts = []
+
+    def put_then_die(self, *args, **kwargs):
+        real_put(self, *args, **kwargs)
+        puts.append(args[0])
+        if len(puts) == 1:
+            raise KeyboardInterrupt  # the process dies right after the first result is committed
+
+    monkeypatch.setattr(OracleCache, "put", put_then_die)
+    scorer = Scorer(task, relax="mlip", cache=tmp_path / "cache.sqlite", engine="batched", fmax=0.02)
+    with pytest.raises(KeyboardInterrupt):
+        scorer(structures)
+    monkeypatch.setattr(OracleCache, "put", real_put)
+    again = Scorer(task, relax="mlip", cache=tmp_path / "cache.sqlite", engine="batched", fmax=0.02)
+    scores = again(structures)
+    assert again.relaxer.n_relaxations == 2  # the committed one came from the cache
+    assert np.isfinite(scores.values["formation_energy"]).all()

@@ -95,6 +95,7 @@ class RLConfig:
     # formation_energy / moduli / e_above_hull in place of CGCNN's); null: score the generated structures
     relax: str | None = None
     relax_max_steps: int = 200  # FIRE steps of that relaxation (FrechetCellFilter, fmax 0.05 eV/Å)
+    relax_engine: str = "ase"  # ase: one crystal at a time; batched: all of an iteration's at once (torch-sim)
     recheck_n: int = 20  # at the end, relax up to this many distinct hits (random subset) and re-score them (0 = off)
     n_hits: int = 100  # Burden's n
     diversity_budget: int = 3000  # Diversity ratio's b
@@ -185,6 +186,8 @@ def validate(cfg: RLConfig) -> RLConfig:
         raise ConfigError("config key 'workers' sizes a local Dask cluster; the one at 'scheduler' has its own")
     if cfg.relax not in (None, "mlip"):
         raise ConfigError(f"config key 'relax' must be null or mlip, got {cfg.relax!r}")
+    if cfg.relax_engine not in ("ase", "batched"):
+        raise ConfigError(f"config key 'relax_engine' must be ase or batched, got {cfg.relax_engine!r}")
     try:
         cfg.constraints = ChemConstraints.from_dict(cfg.constraints).to_dict()
     except ConfigError as exc:

@@ -132,6 +132,8 @@ def optimize(
     if scorer is None:
         # each call below overrides its gate: the loop gates with cfg.validity itself
         relax_kw = {"max_steps": cfg.relax_max_steps} if cfg.relax else {}  # one relaxation serves every property
+        if cfg.relax and cfg.relax_engine != "ase":  # the default stays out of the cache key of earlier runs
+            relax_kw["engine"] = cfg.relax_engine
         executor = make_executor(cfg.executor, cfg.scheduler, cfg.workers, cfg.oracle_timeout_s)  # started lazily
         cache = Path(out) / ORACLE_CACHE  # created at the first oracle result: a failed start leaves no file
         scorer = Scorer(

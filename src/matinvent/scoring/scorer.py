@@ -220,10 +220,8 @@ class Scorer:
         if self._relax_step is None:
             got, why = self.executor.map(self.relax_spec, batch, on_result=store)
         else:
-            got, why = [], [""] * len(batch)
-            for j, s in enumerate(batch):
-                got.append(self._relax_step.apply(s))
-                store(j, got[-1], "")
+            why = [""] * len(batch)
+            got = self._relax_step.apply_many(batch, on_result=lambda j, r: store(j, r, ""))
         for i, r, w in zip(todo, got, why, strict=True):
             results[i], reasons[i] = r, w or (r.reason if r is not None else "")
         return results, reasons

@@ -50,7 +50,7 @@ class SinglePoint:
     reason: str = ""
 
 
-def _sevennet_model(model: str, device: str) -> Any:
+def _sevennet_model(model: str, device: str, checkpoint: Any = None) -> Any:
     """torch-sim's SevenNet wrapper around a fresh copy of the pretrained model (the wrapper changes it in place)."""
     import sevenn.calculator
     import torch
@@ -59,11 +59,11 @@ def _sevennet_model(model: str, device: str) -> Any:
         sevenn.calculator.torch_script_type = torch.jit.ScriptModule
     from torch_sim.models.sevennet import SevenNetModel
 
-    calc = load_calculator(model, device=device)
+    calc = load_calculator(model, device=device, checkpoint=checkpoint)
     return SevenNetModel(model=calc.model, device=device, dtype=torch.float32)
 
 
-def _chgnet_model(model: str, device: str) -> Any:
+def _chgnet_model(model: str, device: str, checkpoint: Any = None) -> Any:
     """A torch-sim model over CHGNet's own batched forward (torch-sim 0.3 has no CHGNet wrapper).
 
     Energy, forces and stress are what CHGNet's ASE calculator reports: eV (its eV/atom × N), eV/Å,
@@ -73,7 +73,7 @@ def _chgnet_model(model: str, device: str) -> Any:
     import torch_sim as ts
     from torch_sim.models.interface import ModelInterface
 
-    calc = load_calculator(model, device=device)
+    calc = load_calculator(model, device=device, checkpoint=checkpoint)
 
     class CHGNetModel(ModelInterface):
         def __init__(self) -> None:
@@ -109,6 +109,7 @@ class BatchedRelaxer:
     steps_between_swaps: int = 5
     min_distance: float = 0.5
     device: str = "cpu"
+    checkpoint: str | None = None  # a user checkpoint of the model's architecture (checked weights-only)
 
     def __post_init__(self) -> None:
         require_package(model_spec(self.model).package, f"MLIP model {self.model!r}")
@@ -125,7 +126,7 @@ class BatchedRelaxer:
     def ts_model(self) -> Any:
         if self._model is None:
             build = _sevennet_model if model_spec(self.model).package == "sevenn" else _chgnet_model
-            self._model = build(self.model, self.device)
+            self._model = build(self.model, self.device, self.checkpoint)
         return self._model
 
     # -- input checks: what is refused before the model sees it

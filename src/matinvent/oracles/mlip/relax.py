@@ -22,12 +22,14 @@ import numpy as np
 
 from matinvent.crystal.structure_hash import structure_key
 from matinvent.oracles.base import StructureLike, as_structures
+from matinvent.oracles.mlip.batched import BatchedRelaxer
 from matinvent.oracles.mlip.calculators import MODELS, load_calculator, load_weights_only, model_spec, require_package
 from matinvent.oracles.mlip.elastic import elastic_tensor, eos_bulk_modulus, vrh_moduli
 from matinvent.oracles.mlip.energies import relaxed_formation_energy, relaxed_hull_energy
 from matinvent.oracles.mlip.relaxed import Relaxed, right_handed
 
 log = logging.getLogger(__name__)
+ENGINES = ("ase", "batched")  # one structure at a time (ASE) or many at once (torch-sim)
 
 
 class MLIPRelaxer:
@@ -72,6 +74,7 @@ class MLIPRelaxer:
         calculator: Any = None,
         mp2020_correction: bool | None = None,
         checkpoint: str | Path | None = None,
+        engine: str = "ase",
     ) -> None:
         if optimizer.upper() not in ("FIRE", "BFGS"):
             raise ValueError(f"optimizer must be 'FIRE' or 'BFGS', got {optimizer!r}")
@@ -102,6 +105,12 @@ class MLIPRelaxer:
         self._calculator = calculator
         self._cache: dict[str, Relaxed] = {}
         self.n_relaxations = 0  # relaxations actually run (cache misses)
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if engine == "batched" and (calculator is not None or self.optimizer != "FIRE" or not self.relax_cell):
+            raise ValueError("engine 'batched' relaxes positions and cell with FIRE on the model's own weights")
+        self.engine = engine
+        self._batched: BatchedRelaxer | None = None
 
     @property
     def calculator(self) -> Any:
@@ -115,22 +124,65 @@ class MLIPRelaxer:
 
     # -- relaxation
 
-    def relax(self, structures: Sequence[StructureLike]) -> list[Relaxed]:
-        """One :class:`Relaxed` per structure (pymatgen ``Structure`` or ``Crystal``), cached by structure."""
-        out = []
-        for s in as_structures(list(structures)):
+    def relax(
+        self, structures: Sequence[StructureLike], on_result: Callable[[int, Relaxed], None] | None = None
+    ) -> list[Relaxed]:
+        """One :class:`Relaxed` per structure (pymatgen ``Structure`` or ``Crystal``), cached by structure.
+
+        ``engine="batched"`` relaxes the uncached ones together (:mod:`~matinvent.oracles.mlip.batched`).
+        ``on_result(index, relaxed)`` is called for each structure the moment its relaxation is known.
+        """
+        structures = as_structures(list(structures))
+        keys: list[str | None] = []
+        out: list[Relaxed | None] = [None] * len(structures)
+        for i, s in enumerate(structures):
+            keys.append(None)
             if s is None:
-                out.append(Relaxed(None, math.nan, False, 0, "structure could not be built"))
+                out[i] = Relaxed(None, math.nan, False, 0, "structure could not be built")
                 continue
             try:
-                key = structure_key(s)
+                keys[i] = structure_key(s)
             except Exception as exc:  # noqa: BLE001
-                out.append(Relaxed(None, math.nan, False, 0, f"{type(exc).__name__}: {exc}"))
-                continue
-            if key not in self._cache:
-                self._cache[key] = self._relax_one(s)
-            out.append(self._cache[key])
-        return out
+                out[i] = Relaxed(None, math.nan, False, 0, f"{type(exc).__name__}: {exc}")
+        if self.engine == "batched":
+            self._relax_batched(structures, keys, on_result)
+        for i, key in enumerate(keys):
+            if key is not None:
+                if key not in self._cache:
+                    self._cache[key] = self._relax_one(structures[i])
+                out[i] = self._cache[key]
+            if on_result is not None and (self.engine != "batched" or key is None):
+                on_result(i, out[i])
+        return out  # type: ignore[return-value]
+
+    def _relax_batched(self, structures: list[Any], keys: list[str | None], on_result: Any) -> None:
+        """Relax the distinct uncached structures in one batch; cached ones are reported at once."""
+        first: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key is not None and key not in self._cache:
+                first.setdefault(key, i)
+        todo = list(first.values())
+
+        def done(k: int, relaxed: Relaxed) -> None:
+            key = keys[todo[k]]
+            self._cache[key] = relaxed
+            self.n_relaxations += 1
+            if on_result is not None:
+                for i, other in enumerate(keys):
+                    if other == key:
+                        on_result(i, relaxed)
+
+        if on_result is not None:
+            for i, key in enumerate(keys):
+                if key is not None and key not in first:
+                    on_result(i, self._cache[key])
+        if todo:
+            if self._batched is None:
+                self._batched = BatchedRelaxer(
+                    model=self.model, fmax=self.fmax, max_steps=self.max_steps, min_distance=self.min_distance,
+                    device=self.device, checkpoint=self.checkpoint,
+                )  # fmt: skip
+            self._batched.relax([structures[i] for i in todo], on_result=done)
 
     def relaxed(self, structure: StructureLike) -> Relaxed:
         """The (cached) relaxation of one structure."""

@@ -61,3 +61,16 @@ class MLIPRelaxStep:
         values = {p: float(self.oracles[p]([structure])[0]) for p in self.properties}
         reason = "" if relaxed.structure is not None else f"MLIP relaxation failed: {relaxed.error or 'no structure'}"
         return RelaxResult(relaxed.structure, values, reason)
+
+    def apply_many(self, structures: list[Any], on_result: Any = None) -> list[RelaxResult]:
+        """:meth:`apply` of each structure, all relaxed at once when the relaxer's ``engine`` is ``batched``;
+        ``on_result(index, result)`` the moment each one's relaxation and properties are known."""
+        out: list[RelaxResult | None] = [None] * len(structures)
+
+        def done(j: int, _: Any) -> None:
+            out[j] = self.apply(structures[j])  # the relaxation is cached by now: only the properties run here
+            if on_result is not None:
+                on_result(j, out[j])
+
+        self.relaxer.relax(structures, on_result=done)
+        return out  # type: ignore[return-value]
