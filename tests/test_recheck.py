@@ -291,3 +291,22 @@ def test_sevennet_recheck_of_rocksalts(sevennet_recheck):
     cif = Structure.from_file(run / mgo["cif"])
     assert float(cif.density) == pytest.approx(mgo["relaxed"]["density"], rel=1e-4)
     assert np.isfinite(pd.read_csv(run / "recheck.csv")["formation_energy_mlip"][:2]).all()
+
+
+def test_the_recheck_relaxes_with_the_model_the_loop_did_not_use(stub_run, monkeypatch):
+    run, relaxer = stub_run
+    asked = []
+
+    def make(model, *a, **k):
+        asked.append(model)
+        relaxer.model = model
+        return relaxer
+
+    monkeypatch.setattr(recheck, "MLIPRelaxer", make)
+    info = json.loads((run / "run.json").read_text())
+    assert main(["recheck", str(run), "--threads", "1"]) == 0  # the loop relaxed nothing: SevenNet-0
+    (run / "run.json").write_text(json.dumps({**info, "config": {**info.get("config", {}), "relax": "mlip"}}))
+    assert main(["recheck", str(run), "--threads", "1"]) == 0  # the loop relaxed with SevenNet-0: CHGNet
+    assert json.loads((run / "recheck.json").read_text())["model"] == "chgnet"
+    assert main(["recheck", str(run), "--model", "sevennet-0", "--threads", "1"]) == 0  # asked for: that one
+    assert asked == ["sevennet-0", "chgnet", "sevennet-0"]

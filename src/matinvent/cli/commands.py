@@ -235,6 +235,7 @@ def cmd_recheck(args: argparse.Namespace) -> int:
         hull=args.hull,
         task=args.task,
         mlip_moduli=not args.no_mlip_moduli,
+        model=args.model,
     )
     print(headline_table(result))
     print(f"wrote {Path(args.run) / RECHECK_JSON}, recheck.csv and the relaxed CIFs in recheck/")

@@ -202,13 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--symprec", type=float, default=0.1, help="symmetry tolerance (Å) of space groups, --html")
     q.set_defaults(func=commands.cmd_report)
 
-    q = sub.add_parser("recheck", help="relax a run's distinct hits (SevenNet-0), re-score them, E_hull")
+    q = sub.add_parser("recheck", help="relax a run's distinct hits with an independent MLIP, re-score them, E_hull")
     q.add_argument("run", help="run folder written by 'matinvent optimize'")
     q.add_argument("--n-max", type=int, default=50, help="check a seeded random subset of at most N hits (0 = all)")
     q.add_argument("--seed", type=int, default=0, help="seed of the subset")
     q.add_argument("--hull", help="hull CSV (matinvent.oracles.hull; default: its shipped MP-20 hull)")
     q.add_argument("--task", help="task name or YAML file (default: the run's; needed for a user task file)")
     q.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    q.add_argument(
+        "--model",
+        choices=("sevennet-0", "chgnet"),
+        help="MLIP that relaxes the hits (default: the one the loop did not use: chgnet for a run with relax: mlip, "
+        "else sevennet-0)",
+    )
     q.add_argument(
         "--no-mlip-moduli", action="store_true", help="skip the MLIP's own bulk/shear moduli (~30 relaxations per hit)"
     )

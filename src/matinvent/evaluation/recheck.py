@@ -79,6 +79,7 @@ def recheck_run(
     progress: bool = True,
     task: str | Path | Task | None = None,
     mlip_moduli: bool = True,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Relax and re-score the distinct hits of a run folder; write and return ``recheck.json``'s content.
 
@@ -86,7 +87,8 @@ def recheck_run(
         run_dir: folder written by ``matinvent optimize`` (``run.json``, ``memory.sqlite``).
         n_max: check at most this many distinct hits (a seeded random subset); None = all.
         seed: seed of the subset.
-        relaxer: the :class:`MLIPRelaxer` (and cache) to use; default SevenNet-0.
+        relaxer: the :class:`MLIPRelaxer` (and cache) to use; default one of ``model``.
+        model: the MLIP that relaxes the hits; None: :func:`independent_model` (the one the loop did not use).
         hull: hull CSV or :class:`ReferenceHull`; None = the shipped MP-20 hull.
         progress: tqdm bar advancing once per relaxed structure.
         task: the run's task (name, YAML path or :class:`Task`); default ``run.json``'s ``task``
@@ -114,7 +116,7 @@ def recheck_run(
     picked = list(range(n_hits)) if n_max is None or n_max >= n_hits else pick_indices(n_hits, n_max, seed)
     subset = "all" if len(picked) == n_hits else f"random {len(picked)} of {n_hits}, seed {seed}"
     reference = hull if isinstance(hull, ReferenceHull) else load_hull(hull)
-    relaxer = relaxer if relaxer is not None else MLIPRelaxer("sevennet-0")
+    relaxer = relaxer if relaxer is not None else MLIPRelaxer(model or independent_model(info))
     # before the relaxations: a missing oracle fails fast; E_hull comes from the recheck's own relaxation
     # against ``hull`` (no second MLIP model relaxing the relaxed cells against the shipped hull)
     oracles = task.build_oracles(skip={"e_above_hull"} - set(task.oracles))
@@ -213,6 +215,13 @@ def headline_table(result: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------- internals
+
+
+def independent_model(info: dict[str, Any]) -> str:
+    """The MLIP that did not relax in the loop of the run ``info`` (``run.json``): CHGNet when the loop relaxed
+    every crystal (config ``relax: mlip``, SevenNet-0), else SevenNet-0 (the loop relaxed nothing)."""
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    return "chgnet" if config.get("relax") == "mlip" else "sevennet-0"
 
 
 def _read_run(run_dir: Path) -> dict[str, Any]:
