@@ -34,7 +34,7 @@ import numpy as np
 
 from matinvent.oracles.base import StructureLike, as_structures
 from matinvent.oracles.mlip.calculators import load_calculator, model_spec, require_package
-from matinvent.oracles.mlip.relaxed import Relaxed, right_handed
+from matinvent.oracles.mlip.relaxed import Relaxed, relaxable
 
 TIME_LIMIT = "time limit"
 
@@ -131,19 +131,24 @@ class BatchedRelaxer:
 
     # -- input checks: what is refused before the model sees it
 
-    def _usable(self, structures: list[Any]) -> tuple[list[int], dict[int, str]]:
+    def _usable(self, structures: list[Any]) -> tuple[list[Any], list[int], dict[int, str]]:
+        """The checked, right-handed structures (``None`` where refused), the usable indices and the refusals."""
         known = {int(z) for z in getattr(getattr(self.ts_model, "model", None), "type_map", None) or ()}  # SevenNet
+        checked: list[Any] = [None] * len(structures)
         ok, refused = [], {}
         for i, s in enumerate(structures):
-            if s is None:
-                refused[i] = "structure could not be built"
-            elif len(s) > 1 and np.min(s.distance_matrix[np.triu_indices(len(s), 1)]) < self.min_distance:
-                refused[i] = f"atoms closer than {self.min_distance} Å"
-            elif known and (unknown := sorted({sp.symbol for sp in s.species if sp.Z not in known})):
+            try:
+                if s is None:
+                    raise ValueError("structure could not be built")
+                checked[i] = relaxable(s, self.min_distance)  # the one-at-a-time path's checks
+            except ValueError as exc:
+                refused[i] = str(exc)
+                continue
+            if known and (unknown := sorted({sp.symbol for sp in s.species if sp.Z not in known})):
                 refused[i] = f"elements the model does not know: {', '.join(unknown)}"
             else:
                 ok.append(i)
-        return ok, refused
+        return checked, ok, refused
 
     def _state(self, structures: list[Any]) -> Any:
         import torch
@@ -155,8 +160,7 @@ class BatchedRelaxer:
 
     def single_points(self, structures: Sequence[StructureLike]) -> list[SinglePoint]:
         """Energy, forces and stress of each structure, ``atoms_in_flight`` atoms per model call."""
-        structures = [right_handed(s) if s is not None else None for s in as_structures(structures)]
-        ok, refused = self._usable(structures)
+        structures, ok, refused = self._usable(as_structures(structures))
         out = [SinglePoint(math.nan, None, None, refused.get(i, "")) for i in range(len(structures))]
         for chunk in self._chunks(ok, structures):
             try:
@@ -195,8 +199,7 @@ class BatchedRelaxer:
     ) -> list[Relaxed]:
         """One :class:`Relaxed` per structure; ``on_result(index, relaxed)`` the moment each one leaves the batch
         (so a caller can store it at once: a killed process loses only what was still in flight)."""
-        structures = [right_handed(s) if s is not None else None for s in as_structures(structures)]
-        ok, refused = self._usable(structures)
+        structures, ok, refused = self._usable(as_structures(structures))
         out: list[Relaxed | None] = [None] * len(structures)
 
         def report(i: int, relaxed: Relaxed) -> None:
@@ -231,6 +234,7 @@ class BatchedRelaxer:
 
         model = self.ts_model
         init_fn, update_fn = ts.frechet_cell_fire(model=model)
+        converged_fn = ts.generate_force_convergence_fn(force_tol=self.fmax, include_cell_forces=True)
         batcher = ts.InFlightAutoBatcher(
             model,
             memory_scales_with="n_atoms",
@@ -250,7 +254,7 @@ class BatchedRelaxer:
                     state = update_fn(state)
                 steps[indices] += self.steps_between_swaps
             bad = ~torch.isfinite(state.energy)
-            converged = self._converged(state) & ~bad
+            converged = converged_fn(state) & ~bad
             out_of_steps = torch.tensor([steps[i] >= self.max_steps for i in indices], device=bad.device)
             done = converged | bad | out_of_steps | late
             finished = torch.nonzero(done).flatten().tolist()
@@ -267,9 +271,3 @@ class BatchedRelaxer:
                     reason = None if converged[k] or not late else TIME_LIMIT
                     relaxed = Relaxed(final[k], energy, bool(converged[k]), int(steps[i]), reason)
                 report(i, relaxed)
-
-    def _converged(self, state: Any) -> Any:
-        forces = state.forces.norm(dim=1)
-        per_system = forces.new_zeros(state.n_systems).scatter_reduce(0, state.system_idx, forces, "amax")
-        cell = state.cell_forces.norm(dim=2).amax(dim=1)
-        return (per_system < self.fmax) & (cell < self.fmax)

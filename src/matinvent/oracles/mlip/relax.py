@@ -26,7 +26,7 @@ from matinvent.oracles.mlip.batched import BatchedRelaxer
 from matinvent.oracles.mlip.calculators import MODELS, load_calculator, load_weights_only, model_spec, require_package
 from matinvent.oracles.mlip.elastic import elastic_tensor, eos_bulk_modulus, vrh_moduli
 from matinvent.oracles.mlip.energies import relaxed_formation_energy, relaxed_hull_energy
-from matinvent.oracles.mlip.relaxed import Relaxed, right_handed
+from matinvent.oracles.mlip.relaxed import Relaxed, relaxable
 
 log = logging.getLogger(__name__)
 ENGINES = ("ase", "batched")  # one structure at a time (ASE) or many at once (torch-sim)
@@ -191,7 +191,7 @@ class MLIPRelaxer:
     def _relax_one(self, structure: Any) -> Relaxed:
         self.n_relaxations += 1
         try:
-            s = self._checked(structure)
+            s = relaxable(structure, self.min_distance)
             atoms = self.atoms(s)
             steps, converged = self.run_optimizer(atoms, self.max_steps, cell=self.relax_cell)
             energy = float(atoms.get_potential_energy()) / len(atoms)
@@ -202,20 +202,6 @@ class MLIPRelaxer:
             formula = getattr(getattr(structure, "composition", None), "reduced_formula", "?")
             log.warning("MLIP relaxation of %s failed: %s: %s", formula, type(exc).__name__, exc)
             return Relaxed(None, math.nan, False, 0, f"{type(exc).__name__}: {exc}")
-
-    def _checked(self, structure: Any) -> Any:
-        if not structure.is_ordered:
-            raise ValueError("disordered structure (partial occupancies)")
-        matrix = structure.lattice.matrix
-        if not (np.all(np.isfinite(matrix)) and np.all(np.isfinite(structure.frac_coords))):
-            raise ValueError("non-finite lattice or coordinates")
-        if abs(np.linalg.det(matrix)) < 1e-6:
-            raise ValueError("singular lattice")
-        s = right_handed(structure)
-        _, _, _, dists = s.get_neighbor_list(self.min_distance)
-        if len(dists):
-            raise ValueError(f"atoms closer than {self.min_distance} Å (min {float(np.min(dists)):.3g} Å)")
-        return s
 
     def atoms(self, structure: Any) -> Any:
         """ASE ``Atoms`` of a pymatgen structure with this relaxer's calculator attached."""

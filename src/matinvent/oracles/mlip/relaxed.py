@@ -1,4 +1,4 @@
-"""The record of one MLIP relaxation (:class:`Relaxed`), and the right-handed cell a relaxation starts from."""
+"""The record of one MLIP relaxation (:class:`Relaxed`), and the checked, right-handed cell it starts from."""
 
 from __future__ import annotations
 
@@ -42,3 +42,20 @@ class Relaxed:
     @property
     def ok(self) -> bool:
         return self.structure is not None and math.isfinite(self.energy_per_atom)
+
+
+def relaxable(structure: Any, min_distance: float) -> Any:
+    """``structure`` on a right-handed cell, ready for an MLIP; ``ValueError`` saying why it is not (disordered,
+    non-finite, singular lattice, atoms closer than ``min_distance`` Å, periodic images included)."""
+    if not structure.is_ordered:
+        raise ValueError("disordered structure (partial occupancies)")
+    matrix = structure.lattice.matrix
+    if not (np.all(np.isfinite(matrix)) and np.all(np.isfinite(structure.frac_coords))):
+        raise ValueError("non-finite lattice or coordinates")
+    if abs(np.linalg.det(matrix)) < 1e-6:
+        raise ValueError("singular lattice")
+    s = right_handed(structure)
+    _, _, _, dists = s.get_neighbor_list(min_distance)
+    if len(dists):
+        raise ValueError(f"atoms closer than {min_distance} Å (min {float(np.min(dists)):.3g} Å)")
+    return s
