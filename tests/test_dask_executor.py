@@ -170,11 +170,30 @@ def test_score_and_optimize_cli_with_executor_dask(scheduler, tmp_path):
         s.to(filename=str(folder / f"{i}.cif"))
     dask = ["--executor", "dask", "--scheduler", scheduler]
     out, cache = tmp_path / "scores.csv", tmp_path / "c.sqlite"
-    assert main(["score", str(folder), "--task", str(task), "--out", str(out), *dask, "--cache", str(cache)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--relax",
+                "none",
+                str(folder),
+                "--task",
+                str(task),
+                "--out",
+                str(out),
+                *dask,
+                "--cache",
+                str(cache),
+            ]
+        )
+        == 0
+    )
     assert len(OracleCache(cache)) == 3 and out.read_text().count("2.5") == 3
     prior = save_tiny_prior(tmp_path / "prior")
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"prior: {prior}\nbatch_size: 4\nvalidity: none\nthreads: 1\nrecheck_n: 0\nsample_steps: null\n")
+    cfg.write_text(
+        f"prior: {prior}\nbatch_size: 4\nvalidity: none\nthreads: 1\nrecheck_n: 0\nrelax: none\nsample_steps: null\n"
+    )
     run = tmp_path / "run"
     argv = ["optimize", "--task", str(task), "--config", str(cfg), "--method", "prior", "--budget", "4"]
     assert main([*argv, "--out", str(run), *dask]) == 0
@@ -193,7 +212,9 @@ def test_local_workers_without_a_timeout_run_the_calls_in_parallel(tmp_path):
     for i, s in enumerate(rock_salts(4)):
         s.to(filename=str(folder / f"{i}.cif"))
     out = tmp_path / "scores.csv"
-    assert main(["score", str(folder), "--task", str(task), "--out", str(out), "--workers", "2"]) == 0
+    assert (
+        main(["score", "--relax", "none", str(folder), "--task", str(task), "--out", str(out), "--workers", "2"]) == 0
+    )
     parents = set(pids.read_text().split())
     assert len(parents) == 2 and str(os.getpid()) not in parents and out.read_text().count("2.5") == 4
 

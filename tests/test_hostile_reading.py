@@ -50,7 +50,7 @@ def score(tmp_path, path, *options: str, warns: bool = False) -> pd.DataFrame:
     """``matinvent score PATH --task density`` (exit 0 asserted) → the output CSV indexed by id."""
     out = tmp_path / "scores.csv"
     with pytest.warns(UserWarning, match="unusable") if warns else contextlib.nullcontext():
-        assert main(["score", str(path), "--task", "density", "--out", str(out), *options]) == 0
+        assert main(["score", "--relax", "none", str(path), "--task", "density", "--out", str(out), *options]) == 0
     return pd.read_csv(out, dtype={"reason": str}).fillna({"reason": ""}).set_index("id")
 
 
@@ -238,7 +238,7 @@ def test_max_atoms_option_of_score(tmp_path):
     (tmp_path / "nacl.cif").write_text(NACL_CIF)
     df = score(tmp_path, tmp_path / "nacl.cif", "--max-atoms", "1", warns=True)
     assert df.loc["nacl", "valid"] == 0 and df.loc["nacl", "reason"] == "no structure: nacl.cif: 2 atoms > max_atoms 1"
-    assert main(["score", str(tmp_path / "nacl.cif"), "--task", "density", "--max-atoms", "0"]) == 2
+    assert main(["score", "--relax", "none", str(tmp_path / "nacl.cif"), "--task", "density", "--max-atoms", "0"]) == 2
 
 
 def test_extxyz_count_line_of_1e9_is_refused_without_reading(tmp_path, monkeypatch):

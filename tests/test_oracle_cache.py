@@ -140,8 +140,14 @@ def test_score_cli_cache_rerun_calls_nothing(tmp_path):
         f"oracles:\n  n: {{command: ['sh', '-c', 'echo x >> {calls}; wc -l < \"$0\"', '{{input}}']}}\n"
     )
     out1, out2, cache = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.sqlite"
-    assert main(["score", str(folder), "--task", str(task), "--out", str(out1), "--cache", str(cache)]) == 0
-    assert main(["score", str(folder), "--task", str(task), "--out", str(out2), "--cache", str(cache)]) == 0
+    assert (
+        main(["score", "--relax", "none", str(folder), "--task", str(task), "--out", str(out1), "--cache", str(cache)])
+        == 0
+    )
+    assert (
+        main(["score", "--relax", "none", str(folder), "--task", str(task), "--out", str(out2), "--cache", str(cache)])
+        == 0
+    )
     assert len(read_calls(calls)) == 3 and out1.read_text() == out2.read_text()
 
 
@@ -170,7 +176,9 @@ def test_optimize_killed_mid_batch_resumes_without_recalling_finished_structures
         f"oracles:\n  x: {{command: ['sh', '-c', '{script}', '{{input}}']}}\n"
     )
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"prior: {prior}\nbatch_size: 6\nvalidity: none\nthreads: 1\nrecheck_n: 0\nsample_steps: null\n")
+    cfg.write_text(
+        f"prior: {prior}\nbatch_size: 6\nvalidity: none\nthreads: 1\nrecheck_n: 0\nrelax: none\nsample_steps: null\n"
+    )
     out = tmp_path / "run"
     argv = ["optimize", "--task", str(task), "--config", str(cfg), "--method", "prior", "--budget", "12"]
     proc = subprocess.run([sys.executable, "-m", "matinvent.cli", *argv, "--out", str(out)], capture_output=True)

@@ -146,10 +146,26 @@ def test_score_cli_oracle_timeout(tmp_path, structures):
     for i, s in enumerate(structures[::2]):
         s.to(filename=str(folder / f"{i}.cif"))
     plain, bounded = tmp_path / "plain.csv", tmp_path / "bounded.csv"
-    assert main(["score", str(folder), "--task", "density", "--out", str(plain)]) == 0
-    assert main(["score", str(folder), "--task", "density", "--out", str(bounded), "--oracle-timeout", "20"]) == 0
+    assert main(["score", "--relax", "none", str(folder), "--task", "density", "--out", str(plain)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--relax",
+                "none",
+                str(folder),
+                "--task",
+                "density",
+                "--out",
+                str(bounded),
+                "--oracle-timeout",
+                "20",
+            ]
+        )
+        == 0
+    )
     pd.testing.assert_frame_equal(pd.read_csv(plain), pd.read_csv(bounded))
-    assert main(["score", str(folder), "--task", "density", "--oracle-timeout", "0"]) == 2
+    assert main(["score", "--relax", "none", str(folder), "--task", "density", "--oracle-timeout", "0"]) == 2
 
 
 # --- the command oracle ----------------------------------------------------------------------------

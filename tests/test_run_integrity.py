@@ -34,6 +34,7 @@ def setup(tmp_path_factory):
     prior = save_tiny_prior(root / "prior")
     (root / "task.yaml").write_text(TASK_YAML)
     cfg = f"prior: {prior}\nbatch_size: 6\nvalidity: none\nlr: 1.0e-3\nkl_steps: 2\nthreads: 1\nrecheck_n: 0\n"
+    cfg += "relax: none\n"
     (root / "cfg.yaml").write_text(cfg)
     assert main(argv(root, root / "run", budget=12)) == 0
     return root

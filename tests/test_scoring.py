@@ -33,7 +33,7 @@ def cif_dir(tmp_path, table):
 def test_score_cli_writes_one_row_per_structure(cif_dir, tmp_path, table, capsys):
     out = tmp_path / "scores.csv"
     with pytest.warns(UserWarning, match="zz_broken.cif"):
-        assert main(["score", str(cif_dir), "--task", "density", "--out", str(out)]) == 0
+        assert main(["score", "--relax", "none", str(cif_dir), "--task", "density", "--out", str(out)]) == 0
     df = pd.read_csv(out)
     assert list(df.columns) == ["id", "formula", "density", "reward", "hit", "valid", "reason"]
     order = sorted(range(5), key=lambda i: table.ids[i])  # CIF files are read in name order
@@ -80,15 +80,18 @@ def test_score_cli_validity_option(tmp_path, table, capsys):
     table.crystals[1].write_cif(folder / "a.cif")
     squeezed(table, 2.0).write_cif(folder / "b.cif")  # a 2 Å cell: fails the covalent-radius check only
     out = tmp_path / "s.csv"
-    assert main(["score", str(folder), "--task", "density", "--out", str(out)]) == 0
+    assert main(["score", "--relax", "none", str(folder), "--task", "density", "--out", str(out)]) == 0
     df = pd.read_csv(out, keep_default_na=False)
     assert list(df["valid"]) == [1, 0] and "g/cm³" not in df["reason"][1] and df["density"][1] == ""
     assert "1 invalid (physical; not scored), 0 failed" in capsys.readouterr().out
-    assert main(["score", str(folder), "--task", "density", "--out", str(out), "--validity", "cdvae"]) == 0
+    assert (
+        main(["score", "--relax", "none", str(folder), "--task", "density", "--out", str(out), "--validity", "cdvae"])
+        == 0
+    )
     df = pd.read_csv(out)
     assert list(df["valid"]) == [1, 1] and np.isfinite(df["density"]).all()
     with pytest.raises(SystemExit) as exc:  # argparse: exit code 2 and the choices
-        main(["score", str(folder), "--task", "density", "--validity", "strict"])
+        main(["score", "--relax", "none", str(folder), "--task", "density", "--validity", "strict"])
     assert exc.value.code == 2 and "physical+composition" in capsys.readouterr().err
 
 
@@ -101,7 +104,9 @@ def test_score_reads_extxyz_and_cdvae_csv(tmp_path, data_dir, table):
     ids, crystals = read_structures(data_dir / "mp20_sample.csv")
     assert ids == table.ids and len(crystals) == len(table.crystals)
     out = tmp_path / "hhi.csv"
-    assert main(["score", str(data_dir / "mp20_sample.csv"), "--task", "hhi", "--out", str(out)]) == 0
+    assert (
+        main(["score", "--relax", "none", str(data_dir / "mp20_sample.csv"), "--task", "hhi", "--out", str(out)]) == 0
+    )
     df = pd.read_csv(out)
     assert list(df["id"]) == table.ids and set(df["hit"]) <= {0, 1}
     assert ((df["hhi"] < 1250) == (df["hit"] == 1)).all()
@@ -116,9 +121,9 @@ def test_multi_property_task_scores_every_property(table):
 
 
 def test_score_cli_errors_name_the_problem(tmp_path, cif_dir, capsys):
-    assert main(["score", str(cif_dir), "--task", "gap", "--out", str(tmp_path / "x.csv")]) == 2
+    assert main(["score", "--relax", "none", str(cif_dir), "--task", "gap", "--out", str(tmp_path / "x.csv")]) == 2
     assert "unknown task 'gap'" in capsys.readouterr().err
-    assert main(["score", str(tmp_path / "missing"), "--task", "density"]) == 2
+    assert main(["score", "--relax", "none", str(tmp_path / "missing"), "--task", "density"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
 
 

@@ -131,26 +131,30 @@ def score(
     structures: Any,
     task: str | Path | Task,
     validity: str = "physical",
-    relax: str | None = None,
+    relax: str | None = "auto",
     mlip_model: str = "sevennet-0",
     timeout_s: float | None = None,
     max_atoms: int | None = None,
+    stability: str = "auto",
 ) -> pd.DataFrame:
     """Properties, reward and hit of each structure for ``task``, as ``matinvent score`` writes them.
 
     Columns: ``id`` (the file / frame / row id of a path, else the position), ``formula``, one per
     task property (its oracle's unit), ``reward``, ``hit`` (0/1), ``valid`` (0/1: passed the
-    ``validity`` gate and reached the oracles), ``reason``. ``relax="mlip"``: properties of the
-    ``mlip_model``-relaxed structures. ``max_atoms`` bounds what is read from a path (default: the
-    readers' limit).
+    ``validity`` gate and reached the oracles), ``reason``. ``relax="mlip"``: relax → gate → score, the
+    properties of the ``mlip_model``-relaxed structures, with ``e_hull``, ``energy_drop`` and ``rmsd``
+    columns; ``"none"``/None: the structures as given; ``"auto"`` (default): mlip when the MLIP extra is
+    installed. ``stability="hull"`` (auto: when relaxing): a hit also needs E_hull ≤ 0.1 eV/atom.
+    ``max_atoms`` bounds what is read from a path (default: the readers' limit).
     """
     from matinvent.crystal.checks import MAX_ATOMS
-    from matinvent.scoring.scorer import Scorer, scores_table
+    from matinvent.scoring.scorer import Scorer, resolve_pipeline, scores_table
 
     task = load_task(task)
     ids, structs, reasons = _structure_input(structures, MAX_ATOMS if max_atoms is None else max_atoms)
-    relax_kw = {"model": mlip_model} if relax == "mlip" else {}
-    scorer = Scorer(task, relax=relax, validity=validity, timeout_s=timeout_s, **relax_kw)
+    relax, target = resolve_pipeline(relax, stability)
+    relax_kw = {"model": mlip_model, "engine": "batched"} if relax == "mlip" else {}
+    scorer = Scorer(task, relax=relax, validity=validity, timeout_s=timeout_s, stability=target, **relax_kw)
     try:
         scores = scorer(structs)
     finally:
@@ -175,12 +179,17 @@ class RunResult:
         return read_memory(self.path)
 
     def hits(self, distinct: bool = True) -> pd.DataFrame:
-        """The hits, best reward first (one per formula with ``distinct``), with a ``structure`` column."""
+        """The hits, best reward first (one per formula with ``distinct``), with a ``structure`` column (the relaxed
+        structure when the loop relaxed, else the generated one; ``cif`` keeps the generated one)."""
         from matinvent.crystal.record import Crystal
         from matinvent.io.export import select_rows
 
         rows = select_rows(self.memory(), hits_only=True, distinct=distinct)
-        rows["structure"] = [Crystal.from_cif(c, max_atoms=None).to_structure() for c in rows["cif"]]
+        relaxed = rows["relaxed_cif"] if "relaxed_cif" in rows else [None] * len(rows)
+        rows["structure"] = [  # the structure the properties refer to: the relaxed one when the loop relaxed
+            Crystal.from_cif(r if isinstance(r, str) and r.strip() else c, max_atoms=None).to_structure()
+            for c, r in zip(rows["cif"], relaxed, strict=True)
+        ]
         return rows
 
     def agent(self, device: str = "cpu") -> Prior:

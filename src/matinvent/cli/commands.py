@@ -112,7 +112,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from matinvent.io.structure_files import read_structure_items
     from matinvent.scoring.executors import make_executor
-    from matinvent.scoring.scorer import Scorer, scores_table
+    from matinvent.scoring.scorer import Scorer, resolve_pipeline, scores_table
     from matinvent.scoring.tasks import load_task
 
     task = load_task(args.task)
@@ -122,10 +122,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise ValueError(f"--oracle-timeout must be a positive number of seconds, got {args.oracle_timeout}")
     executor = make_executor(args.executor, args.scheduler, args.workers, args.oracle_timeout)  # checked first
     ids, crystals, read_reasons = read_structure_items(args.path, max_atoms=args.max_atoms)
-    relax_kw = {"model": args.mlip_model} if args.relax == "mlip" else {}
+    relax, stability = resolve_pipeline(args.relax, args.stability)
+    relax_kw = {"model": args.mlip_model, "engine": "batched"} if relax == "mlip" else {}
     scorer = Scorer(
-        task, relax=args.relax, validity=args.validity, timeout_s=args.oracle_timeout, executor=executor,
-        cache=args.cache, **relax_kw,
+        task, relax=relax, validity=args.validity, timeout_s=args.oracle_timeout, executor=executor,
+        cache=args.cache, stability=stability, **relax_kw,
     )  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +184,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
     check_method(args.method)
     cfg = load_rl_config(args.config)
-    for key in ("prior", "device", "threads", "relax", "executor", "scheduler", "workers"):
+    for key in ("prior", "device", "threads", "relax", "stability", "executor", "scheduler", "workers"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     cfg.constraints = merged_constraints(cfg.constraints, constraints_from_args(args)).to_dict()

@@ -133,8 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("score", help="properties, reward and hit of each structure for a task -> CSV")
     q.add_argument("path", help="folder of CIF files, an .extxyz file or a CDVAE .csv[.gz]")
     q.add_argument("--task", required=True, help="shipped task name (see 'matinvent tasks') or a task YAML file")
-    q.add_argument("--relax", choices=["mlip"], help="relax with an MLIP first; its energies/EOS/elastic tensor")
+    q.add_argument(
+        "--relax",
+        choices=["auto", "mlip", "none"],
+        default="auto",
+        help="relax -> gate -> score: relax each structure with an MLIP first, gate the relaxed one, score it (its "
+        "energies/EOS/elastic tensor); none: score the structures as given; auto (default): mlip when the MLIP "
+        "extra is installed",
+    )
     q.add_argument("--mlip-model", default="sevennet-0", help="MLIP for --relax mlip: sevennet-0 or chgnet")
+    q.add_argument(
+        "--stability",
+        choices=["auto", "hull", "none"],
+        default="auto",
+        help="hull: a hit also needs E_hull <= 0.1 eV/atom on the relaxation (reward ramps to 0 at 0.3); "
+        "auto (default): hull when relaxing",
+    )
     q.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
     q.add_argument("--batch-size", type=int, default=64, help="structures per oracle batch")
     q.add_argument(
@@ -185,9 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, help="torch CPU threads (default: the config's 'threads', 0 = torch default)")
     q.add_argument(
         "--relax",
-        choices=["mlip"],
-        help="relax each crystal once with SevenNet-0 and score every property on the relaxed structure"
-        " (MLIP formation energy / moduli / e_above_hull; needs the mlip extra; default: the config's 'relax')",
+        choices=["auto", "mlip", "none"],
+        help="mlip: relax each crystal once with SevenNet-0, gate the relaxed structure and score every property on"
+        " it (MLIP formation energy / moduli / e_above_hull); none: score the generated structures (the paper's"
+        " setting); default: the config's 'relax' (auto: mlip when the MLIP extra is installed)",
+    )
+    q.add_argument(
+        "--stability",
+        choices=["auto", "hull", "none"],
+        help="hull: a hit also needs E_hull <= stability_max on the loop's relaxation; default: the config's "
+        "'stability' (auto: hull when relaxing)",
     )
     q.add_argument("--tensorboard", metavar="DIR", help="also log each metrics row to TensorBoard in DIR")
     add_constraint_arguments(q)

@@ -11,7 +11,9 @@ as :mod:`matinvent.rl.metrics` counts hits) — all of them, or a seeded random 
   ``shear_modulus`` in place of the oracles' (None when the task has none of them);
 - ``e_above_hull`` (eV/atom): MLIP formation energy on the MP2020 scale vs the reference hull
   (:mod:`matinvent.oracles.hull`, shipped MP-20 hull by default), as :mod:`matinvent.evaluation.stability` computes it;
-- ``survives``: ``still_hit`` and ``e_above_hull ≤ 0.1`` eV/atom.
+- ``survives``: still a hit and ``e_above_hull ≤ 0.1`` eV/atom — ``still_hit_mlip`` when the loop itself
+  scored on MLIP relaxations (``relax: mlip``: its MLIP properties are re-scored by the other model),
+  else ``still_hit``.
 
 Fractions divide by the number checked: a failed relaxation (NaN row with a ``reason``) counts
 as not surviving. ``burden_rechecked = evaluations / (n_hits_distinct × frac_survive)`` estimates
@@ -49,6 +51,7 @@ from matinvent.evaluation.stability import (
 from matinvent.io.run_memory import read_memory
 from matinvent.oracles.hull import ReferenceHull, load_hull
 from matinvent.oracles.mlip import MLIPRelaxer
+from matinvent.oracles.mlip.calculators import mlip_available
 from matinvent.scoring.scorer import MLIP_PROPERTIES
 from matinvent.scoring.tasks import Task, load_task
 
@@ -59,7 +62,8 @@ RECHECK_CSV = "recheck.csv"
 CIF_DIR = "recheck"
 HEADLINE = (
     "n_hits_distinct", "n_checked", "subset", "frac_still_hit", "frac_still_hit_mlip", "median_e_above_hull",
-    "frac_e_hull_le_0.1", "n_far_below_hull", "frac_survive", "burden_rechecked", "burden_rechecked_is_estimate",
+    "frac_e_hull_le_0.1", "n_far_below_hull", "frac_survive", "n_survive", "burden_rechecked",
+    "burden_rechecked_is_estimate", "model",
 )  # fmt: skip
 
 
@@ -116,7 +120,10 @@ def recheck_run(
     picked = list(range(n_hits)) if n_max is None or n_max >= n_hits else pick_indices(n_hits, n_max, seed)
     subset = "all" if len(picked) == n_hits else f"random {len(picked)} of {n_hits}, seed {seed}"
     reference = hull if isinstance(hull, ReferenceHull) else load_hull(hull)
-    relaxer = relaxer if relaxer is not None else MLIPRelaxer(model or independent_model(info))
+    if relaxer is None:
+        engine = "batched" if mlip_available() else "ase"
+        relaxer = MLIPRelaxer(model or independent_model(info), engine=engine)
+    mlip_scored = _config(info).get("relax") == "mlip"  # the loop's hits used its MLIP's properties
     # before the relaxations: a missing oracle fails fast; E_hull comes from the recheck's own relaxation
     # against ``hull`` (no second MLIP model relaxing the relaxed cells against the shipped hull)
     oracles = task.build_oracles(skip={"e_above_hull"} - set(task.oracles))
@@ -125,14 +132,18 @@ def recheck_run(
         mlip_props = [p for p in mlip_props if p not in ("bulk_modulus", "shear_modulus")]
 
     rows, relaxed = [], []
-    with tqdm(total=len(picked), desc="recheck: relaxing hits", unit="structure", disable=not progress) as bar:
+    if relaxer.engine == "batched":  # all hits relaxed at once first; the loop below reads the relaxer's cache
+        with tqdm(total=len(picked), desc="recheck: relaxing hits", unit="structure", disable=not progress) as bar:
+            relaxer.relax(_structures(hits, picked), on_result=lambda *_: bar.update(1))
+    desc = "recheck: re-scoring hits" if relaxer.engine == "batched" else "recheck: relaxing hits"
+    with tqdm(total=len(picked), desc=desc, unit="structure", disable=not progress) as bar:
         for rank, i in enumerate(picked):
             row, final = _relax_hit(hits.iloc[i], rank, task, relaxer, reference, mlip_props)
             rows.append(row)
             relaxed.append(final)
             bar.update(1)
             bar.set_postfix(failed=sum(s is None for s in relaxed))
-    _rescore(rows, relaxed, task, oracles, mlip_props)
+    _rescore(rows, relaxed, task, oracles, mlip_props, mlip_scored)
     write_cifs(run_dir / CIF_DIR, rows, relaxed)
 
     evaluations = int((memory["valid"] == 1).sum())
@@ -149,6 +160,7 @@ def recheck_run(
         stable_threshold=STABLE_THRESHOLD,
         mlip_properties=mlip_props,
         model=relaxer.model,
+        survives_on="still_hit_mlip" if mlip_scored and mlip_props else "still_hit",
         hull=reference.source,
         wall_s=round(time.time() - t0, 1),
         hits=rows,
@@ -193,7 +205,7 @@ def rehull_run(run_dir: str | Path, hull: str | Path | ReferenceHull | None = No
         row["e_above_hull"] = e_hull if finite else None
         row["e_hull_le_0.1"] = is_stable(e_hull) if finite else None
         if row.get("still_hit") is not None:
-            _set_survives(row)
+            _set_survives(row, result.get("survives_on", "still_hit"))
     result.update(_summary(rows, result["n_hits_distinct"], result["subset"], result["evaluations"],
                            bool(result.get("mlip_properties"))))  # fmt: skip
     result.update(hull=reference.source, hits=rows)
@@ -302,7 +314,12 @@ def _relax_hit(
 
 
 def _rescore(
-    rows: list[dict[str, Any]], relaxed: list[Any], task: Task, oracles: dict[str, Any], mlip_props: list[str]
+    rows: list[dict[str, Any]],
+    relaxed: list[Any],
+    task: Task,
+    oracles: dict[str, Any],
+    mlip_props: list[str],
+    mlip_scored: bool = False,
 ) -> None:
     """Fill in the task oracles' values, reward and hit flags on the relaxed structures (in place)."""
     ok = [i for i, s in enumerate(relaxed) if s is not None]
@@ -323,12 +340,28 @@ def _rescore(
         row["reward_relaxed"] = float(reward[k])
         row["still_hit"] = bool(hit[k])
         row["still_hit_mlip"] = bool(hit_mlip[k]) if mlip_props else None
-        _set_survives(row)
+        _set_survives(row, "still_hit_mlip" if mlip_scored and mlip_props else "still_hit")
 
 
-def _set_survives(row: dict[str, Any]) -> None:
-    """A re-scored hit survives when it is still a hit and within the stability threshold of the hull."""
-    row["survives"] = bool(row["still_hit"]) and row["e_hull_le_0.1"] is True
+def _set_survives(row: dict[str, Any], on: str = "still_hit") -> None:
+    """A re-scored hit survives when it is still a hit (``on``) and within the stability threshold of the hull."""
+    row["survives"] = bool(row[on]) and row["e_hull_le_0.1"] is True
+
+
+def _config(info: dict[str, Any]) -> dict[str, Any]:
+    config = info.get("config")
+    return config if isinstance(config, dict) else {}
+
+
+def _structures(hits: pd.DataFrame, picked: list[int]) -> list[Any]:
+    """The generated structures of the picked hits (None where the CIF cannot be read)."""
+    out = []
+    for i in picked:
+        try:
+            out.append(Crystal.from_cif(hits.iloc[i]["cif"]).to_structure())
+        except Exception:  # noqa: BLE001 - _relax_hit reports it
+            out.append(None)
+    return out
 
 
 def _summary(rows: list[dict[str, Any]], n_hits: int, subset: str, evaluations: int, mlip: bool) -> dict[str, Any]:
@@ -352,7 +385,7 @@ def _summary(rows: list[dict[str, Any]], n_hits: int, subset: str, evaluations: 
         "n_far_below_hull": int((e_hull < FAR_BELOW_HULL).sum()),  # hull gaps or MLIP errors, not discoveries
         "frac_survive": frac_survive,
         "n_survive": sum(r["survives"] is True for r in rows),
-        "burden_rechecked": burden,
+        "burden_rechecked": burden,  # evaluations per surviving hit
         "burden_rechecked_is_estimate": subset != "all",
     }
 

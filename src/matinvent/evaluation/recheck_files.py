@@ -50,13 +50,32 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+IDENTITY = ("task", "method", "seed", "budget")
+HEADLINE_KEYS = ("evals_per_surviving_hit", "survival", "surviving_hits", "evals_per_hit", "hits", "evaluations")
+
+
+def headline(block: dict[str, Any], evaluations: int | None) -> dict[str, Any]:
+    """The summary's headline from a recheck block: evaluations per surviving distinct hit (an estimate when
+    only a subset was checked), the surviving fraction and the surviving hits it implies."""
+    frac, n_hits = block.get("frac_survive"), block.get("n_hits_distinct")
+    survivors = None if frac is None or n_hits is None else frac * n_hits
+    return {
+        "evals_per_surviving_hit": evaluations / survivors if survivors and evaluations is not None else None,
+        "survival": frac,
+        "surviving_hits": survivors,
+    }
+
+
 def merge_summary(path: Path, block: dict[str, Any]) -> None:
-    """Add ``"recheck": block`` to an existing ``summary.json`` (nothing when there is none)."""
+    """Add ``"recheck": block`` to an existing ``summary.json`` (nothing when there is none), and its headline
+    (:func:`headline`) at the top, after the run's identity."""
     if not path.is_file():
         return
     summary = json.loads(path.read_text())
+    summary.update(headline(block, summary.get("evaluations")))
     summary["recheck"] = block
-    write_json(path, summary)
+    first = [k for k in (*IDENTITY, *HEADLINE_KEYS) if k in summary]
+    write_json(path, {**{k: summary[k] for k in first}, **summary})
 
 
 def clean(value: Any) -> Any:

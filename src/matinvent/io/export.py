@@ -10,8 +10,14 @@ rebuilt from its stored CIF (lossless, P1). Three formats, all readable by pymat
   key-value pairs (strings ASE would refuse as keys' values, e.g. a run id that reads as a number, go
   to the row's ``data``).
 
+The structure written is the one the properties refer to: the relaxed one when the loop relaxed
+(``relax: mlip``; key ``structure = "relaxed"``, and the ``cif`` format also writes the generated one
+beside it as ``0001_<formula>_generated.cif``), else the generated one (``structure = "generated"``).
+
 Keys per crystal: ``memory_id, run_id, iteration, idx, reduced_formula``, one per task property
-(NaN left out), ``reward, filtered_reward, hit`` and, when ``run.json`` names them, ``task, method``.
+(NaN left out), ``reward, filtered_reward, hit``, with a relaxation ``e_hull`` (eV/atom),
+``energy_drop`` (eV/atom) and ``rmsd`` (Å, generated → relaxed) and, when ``run.json`` names them,
+``task, method``.
 A property whose name ASE reserves (``energy``, ``stress``, ``natoms``, an element symbol …) is
 written as ``matinvent_<name>``.
 """
@@ -30,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from matinvent.crystal.record import Crystal, CrystalError
-from matinvent.io.run_memory import FIXED, SCORES, read_memory
+from matinvent.io.run_memory import FIXED, RELAXED, SCORES, read_memory
 
 FORMATS = ("extxyz", "cif", "ase-db")
 CIF_PREFIX = "_matinvent_"
@@ -49,7 +55,7 @@ class ExportResult:
 
 def memory_properties(memory: pd.DataFrame) -> list[str]:
     """The task-property columns of a run memory (everything but the fixed and score columns)."""
-    skip = set(FIXED) | set(SCORES) | {"id", "created"}
+    skip = set(FIXED) | set(SCORES) | {"id", "created"} | {c for c, _ in RELAXED}
     return [c for c in memory.columns if c not in skip]
 
 
@@ -93,14 +99,24 @@ def row_properties(row: pd.Series, properties: list[str], run_info: dict[str, An
     out["reward"] = float(row["reward"])
     out["filtered_reward"] = float(row["filtered_reward"])
     out["hit"] = bool(row["hit"])
+    out["structure"] = "relaxed" if _relaxed_cif(row) else "generated"
+    for key in ("e_hull", "energy_drop", "rmsd"):
+        value = row.get(key)
+        if value is not None and math.isfinite(float(value)):
+            out[key] = float(value)
     for key in ("task", "method"):
         if run_info and isinstance(run_info.get(key), str):
             out[key] = run_info[key]
     return out
 
 
-def _crystal(row: pd.Series, memory_path: Path) -> Crystal:
-    cif = row["cif"]
+def _relaxed_cif(row: pd.Series) -> str | None:
+    cif = row.get("relaxed_cif")
+    return cif if isinstance(cif, str) and cif.strip() else None
+
+
+def _crystal(row: pd.Series, memory_path: Path, generated: bool = False) -> Crystal:
+    cif = row["cif"] if generated else (_relaxed_cif(row) or row["cif"])
     if not isinstance(cif, str) or not cif.strip():
         raise CrystalError(f"{memory_path}: row id {int(row['id'])} has no CIF")
     try:
@@ -137,19 +153,26 @@ def _write_extxyz(out: Path, crystals: list[Crystal], keys: list[dict[str, Any]]
     write(str(out), frames, format="extxyz")
 
 
-def _write_cifs(out: Path, crystals: list[Crystal], keys: list[dict[str, Any]]) -> None:
+def _write_cifs(
+    out: Path, crystals: list[Crystal], keys: list[dict[str, Any]], generated: list[Crystal | None] | None = None
+) -> None:
     from pymatgen.io.cif import CifWriter
 
     out.mkdir(parents=True, exist_ok=True)
     index = []
-    for rank, (crystal, info) in enumerate(zip(crystals, keys, strict=True), start=1):
-        name = f"{rank:04d}_{_SAFE.sub('-', info['reduced_formula']) or 'unknown'}.cif"
+    generated = generated or [None] * len(crystals)
+    for rank, (crystal, info, start) in enumerate(zip(crystals, keys, generated, strict=True), start=1):
+        stem = f"{rank:04d}_{_SAFE.sub('-', info['reduced_formula']) or 'unknown'}"
+        files = {"file": f"{stem}.cif"}
+        if start is not None:
+            files["generated_file"] = f"{stem}_generated.cif"
+            CifWriter(start.to_structure(), significant_figures=10).write_file(out / files["generated_file"])
         writer = CifWriter(crystal.to_structure(), significant_figures=10)
         block = next(iter(writer.cif_file.data.values()))
         for key, value in info.items():
             block.data[CIF_PREFIX + key] = repr(value) if isinstance(value, float) else str(value)
-        (out / name).write_text(str(writer))
-        index.append({"file": name, **info})
+        (out / files["file"]).write_text(str(writer))
+        index.append({**files, **info})
     pd.DataFrame(index).to_csv(out / INDEX, index=False)
 
 
@@ -204,7 +227,11 @@ def export_run(
     rechecked = recheck_keys(run_dir)
     for key, (_, row) in zip(keys, rows.iterrows(), strict=True):
         key.update(rechecked.get(int(row["id"]), {}))
-    _WRITERS[fmt](out, crystals, keys)
+    if fmt == "cif":
+        starts = [_crystal(row, memory_path, True) if _relaxed_cif(row) else None for _, row in rows.iterrows()]
+        _write_cifs(out, crystals, keys, starts)
+    else:
+        _WRITERS[fmt](out, crystals, keys)
     return ExportResult(out, len(crystals), fmt)
 
 

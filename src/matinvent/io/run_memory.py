@@ -6,7 +6,10 @@ is scored, so that a run killed at any point loses nothing already paid for. Col
 (reduced), ``cif``, ``valid`` (0/1: passed the structure/composition checks and was sent to
 the oracles), ``failed`` (an oracle returned NaN), one REAL column per task property (named as
 its oracle), ``reward``, ``filtered_reward`` (after the diversity filter), ``hit`` (0/1),
-``created`` (Unix time).
+``created`` (Unix time). With relaxation in the loop (``relax: mlip``) also ``relaxed_cif`` (the relaxed
+structure, also where the gate then rejected it), ``e_hull`` (eV/atom above the shipped hull, on that
+relaxation), ``energy_drop`` (eV/atom, start → relaxed) and ``rmsd`` (Å, sites start → relaxed); NULL
+otherwise. A memory written before these columns existed gets them (NULL) when opened.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pandas as pd
 
 FIXED = ("run_id", "method", "iteration", "idx", "formula", "cif", "valid", "failed")
 SCORES = ("reward", "filtered_reward", "hit")
+RELAXED = (("relaxed_cif", "TEXT"), ("e_hull", "REAL"), ("energy_drop", "REAL"), ("rmsd", "REAL"))
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -42,6 +46,10 @@ class CrystalRecord:
     reward: float
     filtered_reward: float
     hit: bool
+    relaxed_cif: str | None = None
+    e_hull: float | None = None
+    energy_drop: float | None = None
+    rmsd: float | None = None
 
 
 class Memory:
@@ -49,7 +57,7 @@ class Memory:
 
     def __init__(self, path: str | Path, properties: Sequence[str]) -> None:
         for p in properties:
-            if not _NAME.match(p) or p in FIXED + SCORES + ("id", "created"):
+            if not _NAME.match(p) or p in FIXED + SCORES + ("id", "created") + tuple(c for c, _ in RELAXED):
                 raise ValueError(f"property name {p!r} cannot be a memory column")
         self.path = Path(path)
         self.properties = list(properties)
@@ -68,6 +76,9 @@ class Memory:
                 "UNIQUE(run_id, iteration, idx))"
             )
             have = {row[1] for row in self.conn.execute("PRAGMA table_info(crystals)")}
+            for col, kind in RELAXED:  # a memory of an older matinvent: the relaxation columns, NULL
+                if col not in have:
+                    self.conn.execute(f"ALTER TABLE crystals ADD COLUMN {col} {kind}")
             self.conn.commit()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
@@ -79,7 +90,7 @@ class Memory:
 
     def add(self, records: Iterable[CrystalRecord]) -> None:
         """Insert a batch in one transaction (committed before returning)."""
-        cols = [*FIXED, *(f'"{p}"' for p in self.properties), *SCORES, "created"]
+        cols = [*FIXED, *(f'"{p}"' for p in self.properties), *SCORES, "created", *(c for c, _ in RELAXED)]
         sql = f"INSERT INTO crystals ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         now = time.time()
         rows = []
@@ -88,6 +99,7 @@ class Memory:
             rows.append(
                 (r.run_id, r.method, r.iteration, r.idx, r.formula, r.cif, int(r.valid), int(r.failed), *props)
                 + (float(r.reward), float(r.filtered_reward), int(r.hit), now)
+                + (r.relaxed_cif or None, _real(r.e_hull), _real(r.energy_drop), _real(r.rmsd))
             )
         with self.conn:
             self.conn.executemany(sql, rows)

@@ -57,13 +57,26 @@ def _candidate_section(run: Run, cands: pd.DataFrame, cifs: list[str | None]) ->
         return [head, "", "No valid crystal yet.", ""]
     n_hits = int((cands["hit"] == 1).sum())
     note = f"{n_hits} distinct hit formula(s) shown first (best reward first), then the best non-hit valid crystals."
-    header = ["rank", "formula", "hit", *run.properties, "reward", "iteration", "CIF"]
+    relaxed = "relaxed_cif" in cands.columns and cands["relaxed_cif"].notna().any()
+    extra = ["E_hull (eV/atom)", "energy drop (eV/atom)", "RMSD (Å)"] if relaxed else []
+    header = ["rank", "formula", "hit", *run.properties, *extra, "reward", "iteration", "CIF"]
+    header += ["relaxed CIF"] if relaxed else []
+    if relaxed:
+        note += " Properties and E_hull refer to the loop's relaxed structure."
     rows = []
     for rank, (row, cif) in enumerate(zip(cands.to_dict("records"), cifs, strict=True), start=1):
         props = [fmt_value(row.get(p), ".4g") for p in run.properties]
         link = f"[{cif}]({CANDIDATES}/{cif})" if cif else "-"
         hit = "yes" if row["hit"] == 1 else ""
-        rows.append([rank, row["formula"], hit, *props, fmt_value(row["reward"], ".3f"), int(row["iteration"]), link])
+        cells = [rank, row["formula"], hit, *props]
+        if relaxed:
+            cells += [fmt_value(row.get(k), ".3f") for k in ("e_hull", "energy_drop", "rmsd")]
+        cells += [fmt_value(row["reward"], ".3f"), int(row["iteration"]), link]
+        if relaxed:
+            name = cif.replace(".cif", "_relaxed.cif") if cif else None
+            has = isinstance(row.get("relaxed_cif"), str)
+            cells.append(f"[{name}]({CANDIDATES}/{name})" if name and has else "-")
+        rows.append(cells)
     return [head, "", note, "", *_table(header, rows), ""]
 
 
@@ -133,7 +146,8 @@ def _recheck_lines(runs: list[Run]) -> list[str]:
     if not rows:
         return []
     header = ["run", "hits checked", "still hit", "still hit (MLIP)", "median E_hull", "E_hull ≤ 0.1", "survive"]
-    lines = ["", "## Hits re-checked (relaxed with SevenNet-0, re-scored)", ""]
+    models = sorted({str((r.summary.get("recheck") or {}).get("model") or "an MLIP") for r in runs})
+    lines = ["", f"## Hits re-checked (relaxed with {', '.join(models)}, re-scored)", ""]
     lines += _table([*header, "evals/hit", "evals/surviving hit"], rows)
     lines += [
         "",

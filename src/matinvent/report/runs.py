@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from matinvent.io.run_memory import FIXED, SCORES, read_memory
+from matinvent.io.run_memory import FIXED, RELAXED, SCORES, read_memory
 from matinvent.oracles import oracle_unit
 from matinvent.rl.metrics import DIVERSITY_BUDGET, N_HITS, metrics_from_memory
 
@@ -112,7 +112,7 @@ def _read_curves(path: Path) -> pd.DataFrame:
 
 
 def _memory_properties(df: pd.DataFrame) -> list[str]:
-    skip = set(FIXED) | set(SCORES) | {"id", "created"}
+    skip = set(FIXED) | set(SCORES) | {"id", "created"} | {c for c, _ in RELAXED}
     return [c for c in df.columns if c not in skip]
 
 
@@ -195,9 +195,10 @@ def top_candidates(memory: pd.DataFrame, top: int = 10) -> pd.DataFrame:
 
 
 def write_candidate_cifs(run: Run, cands: pd.DataFrame, cand_dir: Path) -> list[str | None]:
-    """Write each candidate's CIF; returns file names (None where the row has no CIF)."""
+    """Write each candidate's CIF (and its relaxed one, ``..._relaxed.cif``, when the loop relaxed); returns the
+    generated files' names (None where the row has no CIF)."""
     cand_dir.mkdir(parents=True, exist_ok=True)
-    stale = re.compile(rf"^{re.escape(run.name)}_\d+_[^_]*\.cif$")
+    stale = re.compile(rf"^{re.escape(run.name)}_\d+_[^_]*(_relaxed)?\.cif$")
     for old in cand_dir.glob("*.cif"):
         if stale.match(old.name):
             old.unlink()
@@ -210,6 +211,9 @@ def write_candidate_cifs(run: Run, cands: pd.DataFrame, cand_dir: Path) -> list[
         fname = f"{run.name}_{rank}_{_SAFE.sub('-', str(row.formula)) or 'unknown'}.cif"
         (cand_dir / fname).write_text(cif)
         names.append(fname)
+        relaxed = getattr(row, "relaxed_cif", None)
+        if isinstance(relaxed, str) and relaxed.strip():
+            (cand_dir / fname.replace(".cif", "_relaxed.cif")).write_text(relaxed)
     return names
 
 
@@ -236,10 +240,13 @@ def _duration(s: Any) -> str:
 
 
 METRICS_HEADER = (
-    "run", "task", "method", "seed", "evaluations", "hits", "Burden", "evals/hit", "diversity ratio", "validity",
-    "wall time",
+    "run", "task", "method", "seed", "evaluations", "evals/surviving hit", "survival", "hits", "evals/hit", "Burden",
+    "diversity ratio", "validity", "wall time",
 )  # fmt: skip
 METRICS_LEGEND = (
+    "*evals/surviving hit* (the headline): evaluations / the distinct hits that survive the independent re-check "
+    "(another MLIP relaxes them; still a hit and E_hull ≤ 0.1 eV/atom), est. when a subset was checked; "
+    "*survival*: that fraction of the re-checked hits; "
     f"*evaluations*: valid crystals sent to the oracles; *hits*: distinct formulas with every property in its "
     f"window; *Burden*: evaluations when the {N_HITS}th distinct hit arrived / {N_HITS} (lower is better, n/a "
     f"before); *diversity ratio*: distinct valid formulas / evaluations at {DIVERSITY_BUDGET} evaluations "
@@ -262,13 +269,23 @@ def metrics_row(run: Run) -> list[Any]:
         s.get("method") or "?",
         "?" if s.get("seed") is None else s["seed"],
         s.get("evaluations", 0),
+        _surviving(s),
+        fmt_value(s.get("survival"), ".2f"),
         hits,
-        burden,
         fmt_value(s.get("evals_per_hit"), ".1f"),
+        burden,
         div,
         fmt_value(None if validity is None else 100 * validity, ".1f") + ("%" if validity is not None else ""),
         _duration(s.get("wall_s")),
     ]
+
+
+def _surviving(s: dict[str, Any]) -> str:
+    value = s.get("evals_per_surviving_hit")
+    if value is None:
+        return "n/a"
+    estimate = (s.get("recheck") or {}).get("burden_rechecked_is_estimate")
+    return fmt_value(value, ".1f") + (" (est.)" if estimate else "")
 
 
 def _labels(runs: list[Run]) -> None:

@@ -19,6 +19,8 @@ BASELINES = ("none", "batch", "normalize")
 REDUCE = ("sum", "mean")
 REPLAY_PG = ("include", "exclude")
 REJECTED_PG = ("skip", "zero")
+RELAX = ("auto", "mlip", "none", None)
+STABILITY = ("auto", "hull", "none")
 
 
 @dataclass
@@ -91,11 +93,20 @@ class RLConfig:
     executor: str = "local"
     scheduler: str | None = None
     workers: int | None = None  # worker processes (local: null = in-process or 1 with oracle_timeout_s; dask: 2)
-    # mlip: relax each crystal once with SevenNet-0 and score every property on the relaxed structure (the MLIP's
-    # formation_energy / moduli / e_above_hull in place of CGCNN's); null: score the generated structures
-    relax: str | None = None
-    relax_max_steps: int = 200  # FIRE steps of that relaxation (FrechetCellFilter, fmax 0.05 eV/Å)
-    relax_engine: str = "ase"  # ase: one crystal at a time; batched: all of an iteration's at once (torch-sim)
+    # relax -> gate -> score. mlip: relax each crystal once with SevenNet-0, gate the relaxed structure and score
+    # every property on it (the MLIP's formation_energy / moduli / e_above_hull in place of CGCNN's); none (or
+    # null): score the generated structures (the paper's setting); auto (default): mlip when the MLIP extra
+    # (sevenn + torch-sim) is installed, else none. run.json records which it was.
+    relax: str | None = "auto"
+    relax_max_steps: int = 200  # FIRE step limit of that relaxation (FrechetCellFilter)
+    relax_fmax: float = 0.05  # its force convergence threshold, eV/Å
+    relax_engine: str = "batched"  # batched: an iteration's crystals at once (torch-sim); ase: one at a time
+    # stability in the hit definition. hull: a hit also needs E_hull <= stability_max (eV/atom, the loop's own
+    # relaxation vs the shipped hull) and the reward is multiplied by a ramp from 1 there to 0 at
+    # stability_max + stability_ramp; none: the task's windows only; auto (default): hull with relax: mlip
+    stability: str = "auto"
+    stability_max: float = 0.1
+    stability_ramp: float = 0.2
     recheck_n: int = 20  # at the end, relax up to this many distinct hits (random subset) and re-score them (0 = off)
     n_hits: int = 100  # Burden's n
     diversity_budget: int = 3000  # Diversity ratio's b
@@ -136,6 +147,9 @@ BOUNDS: dict[str, Bounds] = {
     "workers": Bounds(1, 4096),
     "recheck_n": Bounds(0, 100_000),
     "relax_max_steps": Bounds(1, 100_000),
+    "relax_fmax": Bounds(0, 10, low_open=True),
+    "stability_max": Bounds(-1, 10),
+    "stability_ramp": Bounds(0, 10, low_open=True),
     "n_hits": Bounds(1, 1_000_000),
     "diversity_budget": Bounds(1, 1_000_000_000),
 }
@@ -184,15 +198,32 @@ def validate(cfg: RLConfig) -> RLConfig:
         )
     if cfg.workers is not None and cfg.scheduler is not None:
         raise ConfigError("config key 'workers' sizes a local Dask cluster; the one at 'scheduler' has its own")
-    if cfg.relax not in (None, "mlip"):
-        raise ConfigError(f"config key 'relax' must be null or mlip, got {cfg.relax!r}")
+    if cfg.relax not in RELAX:
+        raise ConfigError(f"config key 'relax' must be auto, mlip, none or null, got {cfg.relax!r}")
     if cfg.relax_engine not in ("ase", "batched"):
         raise ConfigError(f"config key 'relax_engine' must be ase or batched, got {cfg.relax_engine!r}")
+    _one_of(cfg, "stability", STABILITY)
+    if cfg.stability == "hull" and cfg.relax in (None, "none"):
+        raise ConfigError("config key 'stability' is hull but relax is none: E_hull comes from the loop's relaxation")
     try:
         cfg.constraints = ChemConstraints.from_dict(cfg.constraints).to_dict()
     except ConfigError as exc:
         raise ConfigError(f"config key 'constraints': {exc}") from exc
     return cfg
+
+
+def resolve(cfg: RLConfig) -> RLConfig:
+    """``cfg`` with ``relax`` and ``stability`` settled: auto as the installed packages allow, none as null."""
+    from matinvent.oracles.mlip.calculators import mlip_available
+
+    relax = cfg.relax
+    if relax == "auto":
+        relax = "mlip" if mlip_available() else None
+    relax = None if relax == "none" else relax
+    stability = cfg.stability
+    if stability == "auto":
+        stability = "hull" if relax else "none"
+    return validate(replace(cfg, relax=relax, stability=stability))
 
 
 def paper_loss(cfg: RLConfig) -> RLConfig:

@@ -45,12 +45,13 @@ from matinvent.crystal.record import Crystal
 from matinvent.crystal.validity import gate_flags
 from matinvent.diffusion import respaced_timesteps
 from matinvent.prior.checkpoint import load_prior, resolve_checkpoint, save_prior
-from matinvent.rl.config import RLConfig, validate
+from matinvent.rl.config import RLConfig, resolve, validate
 from matinvent.rl.methods import METHOD_CLASSES
 from matinvent.rl.run_folder import (
     CHECKPOINT,
     METRICS,
     RUN_FILE,
+    adopt_started,
     append_metrics,
     check_memory,
     check_replay,
@@ -65,6 +66,7 @@ from matinvent.rl.run_lock import RunLock
 from matinvent.rl.tensorboard import TensorBoardLogger
 from matinvent.rl.trainer import MEMORY, RLTrainer
 from matinvent.scoring.executors import make_executor
+from matinvent.scoring.rewards import stability_target
 from matinvent.scoring.scorer import Scorer
 from matinvent.scoring.tasks import Task, load_task
 
@@ -115,6 +117,12 @@ def optimize(
     check_method(method)
     task = task if isinstance(task, Task) else load_task(task)
     cfg = validate(copy.deepcopy(cfg) if cfg is not None else RLConfig())
+    if resume and (Path(out) / RUN_FILE).exists():
+        try:  # keys left at today's defaults keep the values the run started with
+            cfg = adopt_started(cfg, read_run_info(Path(out) / RUN_FILE).get("config"))
+        except ConfigError:
+            pass  # a damaged run.json: _start says so below
+    cfg = resolve(cfg)  # relax and stability: auto settled, recorded in run.json
     cfg.constraints = merged_constraints(task.constraints, cfg.constraints).to_dict()  # both hold; run.json keeps them
     _check_int("budget", budget, 1, MAX_BUDGET)
     _check_int("seed", seed, 0, MAX_SEED)
@@ -132,13 +140,17 @@ def optimize(
     if scorer is None:
         # each call below overrides its gate: the loop gates with cfg.validity itself
         relax_kw = {"max_steps": cfg.relax_max_steps} if cfg.relax else {}  # one relaxation serves every property
-        if cfg.relax and cfg.relax_engine != "ase":  # the default stays out of the cache key of earlier runs
+        if cfg.relax and cfg.relax_engine != "ase":  # the earlier defaults stay out of the cache key
             relax_kw["engine"] = cfg.relax_engine
+        if cfg.relax and cfg.relax_fmax != 0.05:
+            relax_kw["fmax"] = cfg.relax_fmax
+        stability = stability_target(cfg.stability_max, cfg.stability_ramp) if cfg.stability == "hull" else None
         executor = make_executor(cfg.executor, cfg.scheduler, cfg.workers, cfg.oracle_timeout_s)  # started lazily
         cache = Path(out) / ORACLE_CACHE  # created at the first oracle result: a failed start leaves no file
         scorer = Scorer(
-            task, relax=cfg.relax, timeout_s=cfg.oracle_timeout_s, executor=executor, cache=cache, **relax_kw
-        )
+            task, relax=cfg.relax, validity=cfg.validity, timeout_s=cfg.oracle_timeout_s, executor=executor,
+            cache=cache, stability=stability, **relax_kw,
+        )  # fmt: skip
     run_info = {
         "task": task.name,
         "method": method,
@@ -160,7 +172,10 @@ def optimize(
             info = {"fine_tuned_from": str(prior_path), "task": task.name, "method": method}
             info["trained_under_constraints"] = cfg.constraints  # sample it with the same flags to stay inside
             save_prior(trainer.fine_tuned(), out / "agent", info)
-            summary = {k: run_info[k] for k in ("task", "method", "seed", "budget", "prior", "windows", "properties")}
+            summary = {k: run_info[k] for k in ("task", "method", "seed", "budget")}
+            # the headline: filled in by the re-check of the hits below (None until then)
+            summary.update(evals_per_surviving_hit=None, survival=None, surviving_hits=None)
+            summary.update({k: run_info[k] for k in ("prior", "windows", "properties")})
             summary.update(trainer.metrics.summary())
             summary.update(
                 {
@@ -172,6 +187,8 @@ def optimize(
             (out / SUMMARY).write_text(json.dumps(_jsonable(summary), indent=2))
             if summary["finished"] and cfg.recheck_n > 0 and trainer.metrics.hits > 0 and own_scorer:
                 summary["recheck"] = _recheck(out, task, cfg.recheck_n, seed, progress)
+                if "skipped" not in summary["recheck"]:
+                    summary = json.loads((out / SUMMARY).read_text())  # with the headline the re-check wrote
     finally:
         if own_scorer:
             scorer.close()  # its executor's workers (a Dask cluster) and the oracle cache

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from matinvent.config_io import ConfigError
+from matinvent.config_io import ConfigError, to_dict
 from matinvent.prior.checkpoint import check_finite
+from matinvent.rl.config import RLConfig, rl_config_from_dict
 from matinvent.rl.trainer import MEMORY, RLTrainer
 from matinvent.rl.trajectories import CrystalTrajectory
 from matinvent.scoring.tasks import Task
@@ -179,3 +180,15 @@ def truncate_metrics(path: Path, iteration: int) -> None:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(kept)
+
+
+def adopt_started(cfg: Any, old_config: Any) -> Any:
+    """``cfg`` (an :class:`~matinvent.rl.config.RLConfig`) with each key left at its default taken from the config
+    the run started with (``run.json``'s), so a run resumed with today's defaults keeps its own settings."""
+    if not isinstance(old_config, dict):
+        return cfg
+    new, default = to_dict(cfg), to_dict(RLConfig())
+    for key, was in old_config.items():
+        if key in new and key not in OPERATIONAL_KEYS and new[key] == default.get(key) and was != new[key]:
+            new[key] = was
+    return rl_config_from_dict(new)

@@ -179,6 +179,7 @@ class RLTrainer:
         reward = np.zeros(len(crystals))
         hit = np.zeros(len(crystals), dtype=bool)
         failed = np.zeros(len(crystals), dtype=bool)
+        relaxed: dict[str, list[Any]] = {key: [None] * len(crystals) for key in ("cif", "e_hull", "drop", "rmsd")}
         existing = memory.iteration_rows(self.run_id, k)
         if existing:  # resumed after a kill between scoring and checkpoint: reuse, never re-evaluate
             n_keep = len(existing)
@@ -202,6 +203,13 @@ class RLTrainer:
                 for p in task.properties:
                     props[p][idx] = scores.values[p]
                 reward[idx], hit[idx], failed[idx] = scores.reward, scores.hit, scores.failed
+                if scores.relaxed is not None:  # relax -> gate -> score: the memory keeps both structures
+                    for j, i in enumerate(idx):
+                        r = scores.relaxed[j]
+                        relaxed["cif"][i] = r.to(fmt="cif") if r is not None else None
+                        relaxed["e_hull"][i] = scores.e_hull[j]
+                        relaxed["drop"][i] = scores.energy_drop[j]
+                        relaxed["rmsd"][i] = scores.rmsd[j]
         keep = np.arange(len(crystals)) < n_keep
         evaluated &= keep
         filtered = reward.copy()
@@ -216,6 +224,8 @@ class RLTrainer:
                     cif=crystals[i].to_cif() if crystals[i] is not None else "", valid=bool(evaluated[i]),
                     failed=bool(failed[i]), properties={p: props[p][i] for p in task.properties},
                     reward=float(reward[i]), filtered_reward=float(filtered[i]), hit=bool(hit[i]),
+                    relaxed_cif=relaxed["cif"][i], e_hull=relaxed["e_hull"][i], energy_drop=relaxed["drop"][i],
+                    rmsd=relaxed["rmsd"][i],
                 )
                 for i in range(n_keep)
             )  # fmt: skip

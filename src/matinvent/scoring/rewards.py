@@ -9,6 +9,10 @@ A target holds one property inside a window and ramps the reward linearly down t
 reward = 1 inside (d ≤ 0), ``max(0, 1 − d / ramp)`` outside; NaN (a failed oracle) gives 0.
 Several properties combine by ``min``, ``mean`` or ``weighted`` (Σ wᵢ rᵢ / Σ wᵢ). A *hit* is a
 crystal with every property inside its window.
+
+Stability (:func:`stability_target`, on by default with ``relax: mlip``) is one more target on the
+loop's own E_hull: the task's reward is multiplied by its ramp (1 up to ``max_e_hull``, linearly
+to 0 at ``max_e_hull + ramp``) and a hit also needs E_hull ≤ ``max_e_hull``; NaN E_hull gives 0.
 """
 
 from __future__ import annotations
@@ -71,3 +75,21 @@ def combine(targets: tuple[Target, ...], values: dict[str, np.ndarray], reduce: 
         reward = (w * per).sum(0) / w.sum()
     reward = np.where(failed, 0.0, reward)
     return reward, inside.all(0) & ~failed, failed
+
+
+STABILITY_PROP = "e_above_hull"
+
+
+def stability_target(max_e_hull: float = 0.1, ramp: float = 0.2) -> Target:
+    """The stability condition of the default hit definition: E_hull ≤ ``max_e_hull`` eV/atom, reward factor
+    ramping to 0 over ``ramp`` eV/atom above it."""
+    if not (np.isfinite(max_e_hull) and np.isfinite(ramp) and ramp > 0):
+        raise ValueError(f"stability needs a finite max_e_hull and ramp > 0, got {max_e_hull!r}, {ramp!r}")
+    return Target(STABILITY_PROP, "below", threshold=float(max_e_hull), ramp=float(ramp))
+
+
+def apply_stability(
+    reward: np.ndarray, hit: np.ndarray, e_hull: np.ndarray, target: Target
+) -> tuple[np.ndarray, np.ndarray]:
+    """(reward × the stability factor, hit ∧ E_hull inside the stability window)."""
+    return reward * target.reward(e_hull), hit & target.inside(e_hull)

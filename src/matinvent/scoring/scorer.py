@@ -29,13 +29,14 @@ import numpy as np
 import pandas as pd
 
 from matinvent.crystal.structure_hash import structure_key
-from matinvent.crystal.validity import gate_flags, resolve_gate
+from matinvent.crystal.validity import gate_flags, gate_validity, resolve_gate
 from matinvent.oracles.command import CommandOracle
 from matinvent.oracles.mlip.oracles import MLIP_ORACLES
 from matinvent.oracles.mlip.relax_step import MLIPRelaxStep, RelaxResult
 from matinvent.scoring.executor import OracleExecutor, OracleSpec, TransientReason
 from matinvent.scoring.local_executor import LocalExecutor
 from matinvent.scoring.oracle_cache import OracleCache, oracle_key
+from matinvent.scoring.rewards import STABILITY_PROP, Target, apply_stability, stability_target
 from matinvent.scoring.tasks import Task
 
 RELAX_CHOICES = ("mlip",)
@@ -55,6 +56,13 @@ class Scores:
     structures: list[Any]  # the structures the properties refer to (relaxed ones with relax="mlip")
     valid: np.ndarray | None = None  # passed the validity gate (only these reached the oracles)
     reason: list[str] = field(default_factory=list)  # why a structure is invalid ("" where valid)
+    # with relax="mlip", per structure (NaN where not relaxed): E_hull (eV/atom) on the relaxation, the energy
+    # drop start → relaxed (eV/atom) and the sites' RMSD (Å); ``relaxed`` holds every relaxed structure, also
+    # those the gate then rejected (``structures`` has None there: not scored)
+    e_hull: np.ndarray | None = None
+    energy_drop: np.ndarray | None = None
+    rmsd: np.ndarray | None = None
+    relaxed: list[Any] | None = None
 
 
 class Scorer:
@@ -74,6 +82,11 @@ class Scorer:
     :class:`~matinvent.scoring.executor.TransientReason` (timeouts, lost workers). Oracles given as instances are not
     cached (nothing says what they compute); specs, the task's oracles and relaxations are.
     ``close()`` stops the executor and closes the cache.
+
+    With ``relax="mlip"`` the order is relax → gate → score: the gate (``validity``) also applies to each
+    relaxed structure, and one it rejects gets reward 0, ``valid = False`` and the reason "after relaxation:
+    ...", with no further oracle call. ``stability`` (a :func:`~matinvent.scoring.rewards.stability_target`)
+    multiplies each reward by its factor on the relaxation's E_hull and makes a hit need E_hull inside it.
     """
 
     def __init__(
@@ -85,10 +98,14 @@ class Scorer:
         timeout_s: float | None = None,
         executor: OracleExecutor | None = None,
         cache: OracleCache | str | Path | None = None,
+        stability: Target | None = None,
         **relax_kw,
     ):
         if relax is not None and relax not in RELAX_CHOICES:
             raise ValueError(f"relax must be one of {RELAX_CHOICES} or None, got {relax!r}")
+        if stability is not None and relax is None:
+            raise ValueError("stability needs relax='mlip' (its E_hull comes from the loop's own relaxation)")
+        self.stability = stability
         if timeout_s is not None and not (np.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive finite number of seconds or None, got {timeout_s!r}")
         self.validity = resolve_gate(validity)
@@ -104,6 +121,8 @@ class Scorer:
         if relax == "mlip":
             props = [p for p in task.properties if p in MLIP_PROPERTIES and p not in task.oracles and p not in given]
             self.on_input = set(props)
+            if STABILITY_PROP not in props:
+                props.append(STABILITY_PROP)  # E_hull of every relaxation: the memory keeps it, stability uses it
             self.relax_spec = OracleSpec("mlip-relax", {"properties": props, **relax_kw}, factory=MLIPRelaxStep)
             self._relax_key = oracle_key(OracleSpec("mlip-relax", relax_kw, factory=MLIPRelaxStep))
             if executor is None:
@@ -238,14 +257,34 @@ class Scorer:
         inputs = [structs[i] for i in idx]
         relaxed_inputs = inputs
         values = {prop: np.full(len(structs), np.nan) for prop in self.task.properties}
+        extra = {k: np.full(len(structs), np.nan) for k in ("e_hull", "energy_drop", "rmsd")}
+        all_relaxed: list[Any] | None = None
+        if self.relax_spec is not None:
+            all_relaxed = [None] * len(structs)
         if self.relax_spec is not None and inputs:  # relax once; other properties use the relaxed cells
             results, why = self._relax(inputs)
             relaxed_inputs = [r.structure if r is not None else None for r in results]
             for prop in self.on_input:
                 values[prop][idx] = [r.values.get(prop, np.nan) if r is not None else np.nan for r in results]
+            for key, get in (
+                ("e_hull", lambda r: r.values.get(STABILITY_PROP, np.nan)),
+                ("energy_drop", lambda r: r.energy_drop),
+                ("rmsd", lambda r: r.rmsd),
+            ):
+                extra[key][idx] = [get(r) if r is not None else np.nan for r in results]
             for i, w in zip(idx, why, strict=True):
                 if w:
                     reason[i] = f"{reason[i]}; {w}" if reason[i] else w
+            for j, (i, r) in enumerate(zip(idx, relaxed_inputs, strict=True)):  # relax -> gate -> score
+                all_relaxed[i] = r
+                if r is None:
+                    continue
+                ok, why_not = gate_validity(r, self.validity)
+                if not ok:
+                    valid[i], relaxed_inputs[j] = False, None
+                    reason[i] = f"after relaxation: {why_not}"
+                    for prop in self.on_input:
+                        values[prop][i] = np.nan
         relaxed = list(structs)
         for i, r in zip(idx, relaxed_inputs, strict=True):
             relaxed[i] = r
@@ -259,10 +298,16 @@ class Scorer:
                     if w:
                         reason[i] = f"{reason[i]}; {w}" if reason[i] else w
         reward, hit, failed = self.task.rewards(values)
+        if self.stability is not None:
+            reward, hit = apply_stability(reward, hit, extra["e_hull"], self.stability)
+        reward, hit = np.where(valid, reward, 0.0), hit & valid
         failed = (failed & valid) | unreadable
+        relaxing = self.relax_spec is not None
         return Scores(
-            values=values, reward=reward, hit=hit, failed=failed, structures=relaxed, valid=valid, reason=reason
-        )
+            values=values, reward=reward, hit=hit, failed=failed, structures=relaxed, valid=valid, reason=reason,
+            e_hull=extra["e_hull"] if relaxing else None, energy_drop=extra["energy_drop"] if relaxing else None,
+            rmsd=extra["rmsd"] if relaxing else None, relaxed=all_relaxed,
+        )  # fmt: skip
 
     def close(self) -> None:
         """Stop the executor's workers (a later call starts new ones) and close the cache."""
@@ -270,6 +315,23 @@ class Scorer:
             self.executor.close()
         if self.cache is not None:
             self.cache.close()
+
+
+def resolve_pipeline(relax: str | None, stability: str | None = "auto") -> tuple[str | None, Target | None]:
+    """``relax`` (auto | mlip | none | None) and ``stability`` (auto | hull | none | None) settled: auto relaxes
+    with the MLIP when its extra (sevenn + torch-sim) is installed, and checks stability when it relaxes."""
+    from matinvent.oracles.mlip.calculators import mlip_available
+
+    if relax not in ("auto", "mlip", "none", None):
+        raise ValueError(f"relax must be auto, mlip or none, got {relax!r}")
+    if stability not in ("auto", "hull", "none", None):
+        raise ValueError(f"stability must be auto, hull or none, got {stability!r}")
+    if relax == "auto":
+        relax = "mlip" if mlip_available() else None
+    relax = None if relax == "none" else relax
+    if stability == "hull" and relax is None:
+        raise ValueError("stability 'hull' needs relax 'mlip': E_hull comes from the relaxation")
+    return relax, stability_target() if stability == "hull" or (stability == "auto" and relax) else None
 
 
 def _hash(structure: Any) -> str | None:
@@ -301,6 +363,8 @@ def scores_table(
             reason[i] = f"no structure: {why}"
     data: dict[str, Any] = {"id": ids, "formula": formulas}
     data.update({k: v for k, v in scores.values.items()})
+    if scores.e_hull is not None:  # relaxed: E_hull (eV/atom), energy drop (eV/atom) and RMSD (Å) of each relaxation
+        data.update(e_hull=scores.e_hull, energy_drop=scores.energy_drop, rmsd=scores.rmsd)
     data["reward"] = scores.reward
     data["hit"] = scores.hit.astype(int)
     data["valid"] = (scores.valid if scores.valid is not None else np.ones(len(ids), dtype=bool)).astype(int)

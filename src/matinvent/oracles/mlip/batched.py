@@ -241,7 +241,9 @@ class BatchedRelaxer:
             max_memory_scaler=float(max(self.atoms_in_flight, max(len(s) for s in structures))),
             return_indices=True,
         )
-        batcher.load_states(init_fn(self._state(structures)))
+        start = init_fn(self._state(structures))
+        initial = (start.energy.detach().double().cpu() / start.n_atoms_per_system.cpu()).tolist()
+        batcher.load_states(start)
         steps = np.zeros(len(structures), dtype=int)
         deadline = time.monotonic() + self.max_seconds
         state, done = None, None
@@ -269,5 +271,5 @@ class BatchedRelaxer:
                 else:
                     energy = float(state.energy[k]) / n_atoms[k]
                     reason = None if converged[k] or not late else TIME_LIMIT
-                    relaxed = Relaxed(final[k], energy, bool(converged[k]), int(steps[i]), reason)
+                    relaxed = Relaxed(final[k], energy, bool(converged[k]), int(steps[i]), reason, initial[i])
                 report(i, relaxed)

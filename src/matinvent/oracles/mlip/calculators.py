@@ -125,3 +125,8 @@ def load_calculator(model: str = "sevennet-0", device: str = "cpu", checkpoint: 
                 raise ValueError(f"MLIP checkpoint {checkpoint}: not a CHGNet checkpoint (no 'model' mapping)")
             net = CHGNet.from_dict(state["model"])
         return CHGNetCalculator(net, use_device=device)
+
+
+def mlip_available() -> bool:
+    """Whether the MLIP extra the default pipeline relaxes with is installed (SevenNet-0 and torch-sim)."""
+    return all(importlib.util.find_spec(p) is not None for p in ("sevenn", "torch_sim"))

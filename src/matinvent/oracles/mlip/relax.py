@@ -193,11 +193,12 @@ class MLIPRelaxer:
         try:
             s = relaxable(structure, self.min_distance)
             atoms = self.atoms(s)
+            initial = float(atoms.get_potential_energy()) / len(atoms)  # the optimiser's first step reuses it
             steps, converged = self.run_optimizer(atoms, self.max_steps, cell=self.relax_cell)
             energy = float(atoms.get_potential_energy()) / len(atoms)
             if not math.isfinite(energy):
                 raise ValueError("non-finite energy")
-            return Relaxed(self._to_structure(atoms, s), energy, converged, steps)
+            return Relaxed(self._to_structure(atoms, s), energy, converged, steps, initial_energy_per_atom=initial)
         except Exception as exc:  # noqa: BLE001 - one failure never stops the batch
             formula = getattr(getattr(structure, "composition", None), "reduced_formula", "?")
             log.warning("MLIP relaxation of %s failed: %s: %s", formula, type(exc).__name__, exc)

@@ -13,21 +13,29 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from matinvent.oracles.mlip.relaxed import right_handed, site_rmsd
+
 
 @dataclass
 class RelaxResult:
-    """The relaxed structure (``None`` if the relaxation failed), MLIP property values by name, and why it failed."""
+    """The relaxed structure (``None`` if the relaxation failed), MLIP property values by name, and why it failed;
+    the energy drop (start − relaxed, eV/atom) and the sites' RMSD (Å, :func:`~.relaxed.site_rmsd`) of the
+    relaxation, NaN where unknown."""
 
     structure: Any
     values: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    energy_drop: float = math.nan
+    rmsd: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (structure as pymatgen's ``as_dict``; NaN as ``None``)."""
         return {
             "structure": None if self.structure is None else self.structure.as_dict(),
-            "values": {k: (v if math.isfinite(v) else None) for k, v in self.values.items()},
+            "values": {k: _finite(v) for k, v in self.values.items()},
             "reason": self.reason,
+            "energy_drop": _finite(self.energy_drop),
+            "rmsd": _finite(self.rmsd),
         }
 
     @classmethod
@@ -35,8 +43,19 @@ class RelaxResult:
         from pymatgen.core import Structure
 
         s = data.get("structure")
-        values = {k: (math.nan if v is None else float(v)) for k, v in (data.get("values") or {}).items()}
-        return cls(None if s is None else Structure.from_dict(s), values, str(data.get("reason") or ""))
+        values = {k: _float(v) for k, v in (data.get("values") or {}).items()}
+        return cls(
+            None if s is None else Structure.from_dict(s), values, str(data.get("reason") or ""),
+            _float(data.get("energy_drop")), _float(data.get("rmsd")),
+        )  # fmt: skip
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _float(v: Any) -> float:
+    return math.nan if v is None else float(v)
 
 
 class MLIPRelaxStep:
@@ -59,8 +78,14 @@ class MLIPRelaxStep:
     def apply(self, structure: Any) -> RelaxResult:
         (relaxed,) = self.relaxer.relax([structure])
         values = {p: float(self.oracles[p]([structure])[0]) for p in self.properties}
-        reason = "" if relaxed.structure is not None else f"MLIP relaxation failed: {relaxed.error or 'no structure'}"
-        return RelaxResult(relaxed.structure, values, reason)
+        if relaxed.structure is None:
+            return RelaxResult(None, values, f"MLIP relaxation failed: {relaxed.error or 'no structure'}")
+        try:
+            rmsd = site_rmsd(right_handed(structure), relaxed.structure)  # the relaxation starts right-handed
+        except (ValueError, AttributeError):  # not a pymatgen structure of the same sites
+            rmsd = math.nan
+        drop = relaxed.initial_energy_per_atom - relaxed.energy_per_atom
+        return RelaxResult(relaxed.structure, values, "", drop, rmsd)
 
     def apply_many(self, structures: list[Any], on_result: Any = None) -> list[RelaxResult]:
         """:meth:`apply` of each structure, all relaxed at once when the relaxer's ``engine`` is ``batched``;

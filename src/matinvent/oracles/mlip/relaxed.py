@@ -28,6 +28,8 @@ def right_handed(structure: Any) -> Any:
 class Relaxed:
     """One relaxation: the relaxed structure (None on failure), its energy (eV/atom, NaN on failure), status.
 
+    ``initial_energy_per_atom`` is the model's energy of the structure it started from (NaN if unknown).
+
     ``properties`` caches what was derived from it (``formation_energy`` eV/atom, ``bulk_modulus``
     and ``shear_modulus`` GPa, ``elastic_tensor`` 6×6 Voigt GPa) so each is computed once.
     """
@@ -37,6 +39,7 @@ class Relaxed:
     converged: bool
     steps: int
     error: str | None = None
+    initial_energy_per_atom: float = math.nan
     properties: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -59,3 +62,22 @@ def relaxable(structure: Any, min_distance: float) -> Any:
     if len(dists):
         raise ValueError(f"atoms closer than {min_distance} Å (min {float(np.min(dists)):.3g} Å)")
     return s
+
+
+def site_rmsd(start: Any, end: Any) -> float:
+    """Root-mean-square displacement (Å) of the sites of ``start`` to the same sites of ``end`` (same order, as a
+    relaxation keeps them), on ``end``'s lattice, nearest periodic image, rigid translation removed.
+
+    Unlike MatterGen's StructureMatcher RMSD (:func:`matinvent.evaluation.stability.relaxation_rmsd`) it needs
+    no matching, so it is defined for every relaxation; a cell change alone gives 0.
+    """
+    if len(start) != len(end):
+        raise ValueError(f"site_rmsd: {len(start)} sites vs {len(end)}")
+    df = np.asarray(end.frac_coords, dtype=float) - np.asarray(start.frac_coords, dtype=float)
+    df -= np.round(df)
+    ref = df[0].copy()  # a shift relative to one site first, so the mean is not split by the wrap
+    df = df - ref
+    df -= np.round(df)
+    df -= df.mean(axis=0)
+    cart = df @ np.asarray(end.lattice.matrix, dtype=float)
+    return float(np.sqrt(np.mean(np.sum(cart**2, axis=1))))
