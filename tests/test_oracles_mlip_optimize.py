@@ -34,8 +34,8 @@ relax_max_steps: 3
 
 
 def test_relax_config_key_is_validated_and_named():
-    assert RLConfig().relax is None and rl_config_from_dict({"relax": "mlip"}).relax == "mlip"
-    with pytest.raises(ConfigError, match="config key 'relax' must be null or mlip, got 'dft'"):
+    assert RLConfig().relax == "auto" and rl_config_from_dict({"relax": "mlip"}).relax == "mlip"
+    with pytest.raises(ConfigError, match="config key 'relax' must be auto, mlip, none or null, got 'dft'"):
         rl_config_from_dict({"relax": "dft"})
     with pytest.raises(ConfigError, match="config key 'relax' must be a string"):
         rl_config_from_dict({"relax": 3})

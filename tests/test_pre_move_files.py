@@ -49,17 +49,30 @@ def test_bundled_priors_sample_what_they_sampled_before_the_move(make_expected, 
     assert close(now, expected["samples"][name])
 
 
+# what later releases added, and what it must read for a run that never relaxed (issue 31)
+NEW_SUMMARY = {"evals_per_surviving_hit": None, "survival": None, "surviving_hits": None}
+NEW_EXPORT = {"structure": "generated"}
+
+
+def without(d: dict, added: dict) -> dict:
+    """``d`` less the ``added`` keys, each checked to hold its value."""
+    for k, v in added.items():
+        assert d.get(k, v) == v, (k, d.get(k))
+    return {k: x for k, x in d.items() if k not in added}
+
+
 def test_a_run_folder_written_before_the_move_resumes_to_the_same_rows(make_expected, expected, tmp_path):
     now = json.loads(json.dumps(make_expected.resumed(tmp_path), default=str))
     assert now["before"] == expected["resume"]["before"]  # the committed folder itself is untouched
     assert len(now["after"]) > len(now["before"])
     assert close(now["after"], expected["resume"]["after"])
-    assert close(now["summary"], expected["resume"]["summary"])
+    assert close(without(now["summary"], NEW_SUMMARY), expected["resume"]["summary"])
 
 
 def test_its_hits_export_as_before(make_expected, expected, tmp_path):
     now = json.loads(json.dumps(make_expected.exported(tmp_path), default=str))
     assert len(now) == len(expected["export"]) == 8  # the 8 hits of the committed folder
+    now = [{**e, "info": without(e["info"], NEW_EXPORT)} if "info" in e else e for e in now]
     assert close(now, expected["export"])
 
 

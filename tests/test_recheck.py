@@ -310,3 +310,39 @@ def test_the_recheck_relaxes_with_the_model_the_loop_did_not_use(stub_run, monke
     assert json.loads((run / "recheck.json").read_text())["model"] == "chgnet"
     assert main(["recheck", str(run), "--model", "sevennet-0", "--threads", "1"]) == 0  # asked for: that one
     assert asked == ["sevennet-0", "chgnet", "sevennet-0"]
+
+
+class StubFormationRelaxer(StubRelaxer):
+    """The stub with the MLIP's formation energy (the value it relaxed to)."""
+
+    def formation_energy(self, structures):
+        return np.array([self.targets[s.composition.reduced_formula][1] for s in structures])
+
+
+def test_a_relaxed_run_survives_on_the_other_mlip_s_properties_and_heads_the_summary(tmp_path):
+    mgo, nacl = rocksalt(4.257, "Mg", "O"), rocksalt(5.69, "Na", "Cl")
+    records = [
+        record(0, mgo, {"formation_energy": -3.0}, 1.0, True),
+        record(1, nacl, {"formation_energy": -2.6}, 1.0, True),
+        record(2, rocksalt(4.0, "Li", "F"), {"formation_energy": -1.0}, 0.3, False),
+        record(3, rocksalt(4.0, "Li", "F"), {"formation_energy": -1.0}, 0.3, False),
+    ]
+    run = make_run(tmp_path, "formation_energy", records, ["formation_energy"], summary=False)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "config": {"relax": "mlip"}}))
+    first = {"task": "formation_energy", "method": "prior", "seed": 0, "budget": 4, "prior": "p", "evaluations": 4}
+    (run / "summary.json").write_text(json.dumps({**first, "hits": 2, "evals_per_hit": 2.0, "finished": True}))
+    # the other MLIP: MgO keeps E_form -3.05 (< -2.5, a hit), NaCl relaxes to -2.06 (out); both near the hull
+    relaxer = StubFormationRelaxer(
+        {"MgO": (3.58, E_FORM_ON_HULL["MgO"]), "NaCl": (2.16, E_FORM_ON_HULL["NaCl"] + 0.05)}
+    )
+    out = recheck.recheck_run(run, n_max=None, relaxer=relaxer, progress=False)
+    assert out["survives_on"] == "still_hit_mlip"
+    by = {h["formula"]: h for h in out["hits"]}
+    assert by["MgO"]["still_hit_mlip"] is True and by["NaCl"]["still_hit_mlip"] is False
+    assert [by[f]["survives"] for f in ("MgO", "NaCl")] == [True, False]  # the CGCNN flags do not decide
+    summary = json.loads((run / "summary.json").read_text())
+    assert list(summary)[:7] == ["task", "method", "seed", "budget", "evals_per_surviving_hit", "survival",
+                                 "surviving_hits"]  # fmt: skip
+    assert summary["survival"] == 0.5 and summary["surviving_hits"] == 1.0
+    assert summary["evals_per_surviving_hit"] == pytest.approx(4 / (2 * 0.5))  # evaluations / surviving hits

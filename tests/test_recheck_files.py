@@ -45,4 +45,11 @@ def test_merge_summary_adds_a_block_only_to_an_existing_summary(tmp_path) -> Non
     assert not (tmp_path / "summary.json").exists()
     write_json(tmp_path / "summary.json", {"burden": 5.0})
     merge_summary(tmp_path / "summary.json", {"n": 1})
-    assert json.loads((tmp_path / "summary.json").read_text()) == {"burden": 5.0, "recheck": {"n": 1}}
+    got = json.loads((tmp_path / "summary.json").read_text())
+    assert got == {"evals_per_surviving_hit": None, "survival": None, "surviving_hits": None, "burden": 5.0,
+                   "recheck": {"n": 1}}  # fmt: skip
+    write_json(tmp_path / "summary.json", {"burden": 5.0, "task": "t", "evaluations": 30})
+    merge_summary(tmp_path / "summary.json", {"frac_survive": 0.25, "n_hits_distinct": 8})
+    got = json.loads((tmp_path / "summary.json").read_text())
+    assert list(got)[:4] == ["task", "evals_per_surviving_hit", "survival", "surviving_hits"]
+    assert got["surviving_hits"] == 2.0 and got["evals_per_surviving_hit"] == 15.0  # 30 evaluations / 2

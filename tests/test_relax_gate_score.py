@@ -152,9 +152,9 @@ def test_loop_memory_keeps_generated_and_relaxed_crystal_with_e_hull_drop_and_rm
         gen = Crystal.from_cif(row["cif"]).to_structure()
         rel = Structure.from_str(row["relaxed_cif"], fmt="cif")
         assert rel.volume == pytest.approx(gen.volume * 1.02**3, rel=1e-4)
-    np.testing.assert_allclose(df["e_hull"], 0.05 * df.groupby("iteration").cumcount())  # position in its batch
-    assert (df["energy_drop"] == 0.3).all() and (df["rmsd"] == 0.0).all()
-    assert (df["hit"][df["e_hull"] > 0.1] == 0).all()  # stability: no hit above 0.1 eV/atom
+    np.testing.assert_allclose(df["relax_e_hull"], 0.05 * df.groupby("iteration").cumcount())  # position in batch
+    assert (df["relax_energy_drop"] == 0.3).all() and (df["relax_rmsd"] == 0.0).all()
+    assert (df["hit"][df["relax_e_hull"] > 0.1] == 0).all()  # stability: no hit above 0.1 eV/atom
 
 
 def test_an_older_memory_gets_the_relaxation_columns_as_null(tmp_path):
@@ -170,8 +170,8 @@ def test_an_older_memory_gets_the_relaxation_columns_as_null(tmp_path):
     conn.close()
     Memory(path, ["density"]).close()
     df = read_memory(tmp_path)
-    assert {"relaxed_cif", "e_hull", "energy_drop", "rmsd"} <= set(df.columns)
-    assert df["e_hull"].isna().all() and df["formula"].tolist() == ["MgO"]
+    assert {"relaxed_cif", "relax_e_hull", "relax_energy_drop", "relax_rmsd"} <= set(df.columns)
+    assert df["relax_e_hull"].isna().all() and df["formula"].tolist() == ["MgO"]
 
 
 # ------------------------------------------------------------------------- defaults and resume

@@ -221,11 +221,12 @@ def test_report_two_runs(runs, tmp_path, cifs):
     md = path.read_text()
 
     row_a = _table_row(md, "runA")
-    assert row_a[1:7] == ["band_gap", "reinforce", "0", "7", "2", "n/a (2 hits)"]
-    assert row_a[7:10] == ["3.5", "0.714 (running)", "77.8%"]
+    assert row_a[1:8] == ["band_gap", "reinforce", "0", "7", "n/a", "n/a", "2"]  # no re-check: no survivors yet
+    assert row_a[9] == "n/a (2 hits)"
+    assert row_a[8] == "3.5" and row_a[10:12] == ["0.714 (running)", "77.8%"]
     row_b = _table_row(md, "runB")
-    assert row_b[1:8] == ["T1", "ppo", "1", "1250", "120", "9.50", "10.4"]
-    assert row_b[10] == "60.0 min"
+    assert row_b[1:5] == ["T1", "ppo", "1", "1250"] and row_b[7:10] == ["120", "10.4", "9.50"]
+    assert row_b[12] == "60.0 min"
 
     # hits first (best reward first, one row per formula), then the best non-hit valid crystal
     sec_a = _section(md, "runA")
@@ -277,8 +278,8 @@ def test_in_progress_run(runs, tmp_path):
         fh.write("3,12,9,0.5")  # a row still being written is ignored
     md = write_report([live], tmp_path / "out_live", top=10).read_text()
     row = _table_row(md, "live (in progress)")
-    assert row[1:7] == ["?", "reinforce", "?", "7", "2", "n/a (2 hits)"]
-    assert row[10] == "12.0 s"
+    assert row[1:8] == ["?", "reinforce", "?", "7", "n/a", "n/a", "2"] and row[9] == "n/a (2 hits)"
+    assert row[12] == "12.0 s"
     sec = _section(md, "live")
     assert [_table_row(sec, str(k))[1] for k in (1, 2, 3, 4)] == ["MgO", "NaCl", "Si", "LiF"]
     assert "| 5 |" not in sec  # failed KCl and invalid samples are never candidates

@@ -138,7 +138,8 @@ def test_metrics_match_report_md(runs, page, tmp_path):
         md_row = next(line for line in md.splitlines() if line.startswith(f"| {name} |"))
         cells = [c.strip() for c in md_row.strip("|").split("|")]
         assert _html_row(text, name) == cells
-    assert _html_row(text, "runA")[4:6] == ["4", "4"]  # evaluations, hits
+    row = _html_row(text, "runA")
+    assert (row[4], row[7]) == ("4", "4")  # evaluations, hits
 
 
 def test_candidates_table_space_groups_units_and_cifs(runs, page):

@@ -47,7 +47,8 @@ def test_score_cli_with_relax_mlip(tmp_path):
     assert main(["score", str(d), "--task", "formation_energy", "--relax", "mlip", "--out", str(out)]) == 0
     df = pd.read_csv(out)
     assert list(df.columns) == [
-        "id", "formula", "formation_energy", "e_hull", "energy_drop", "rmsd", "reward", "hit", "valid", "reason",
+        "id", "formula", "formation_energy", "relax_e_hull", "relax_energy_drop", "relax_rmsd", "reward", "hit",
+        "valid", "reason",
     ]  # fmt: skip
-    assert abs(df["e_hull"][0]) < 0.1 and df["energy_drop"][0] > 0 and df["rmsd"][0] < 0.05  # a strained rocksalt
+    assert abs(df["relax_e_hull"][0]) < 0.1 and df["relax_energy_drop"][0] > 0 and df["relax_rmsd"][0] < 0.05
     assert df["formation_energy"][0] == pytest.approx(-3.05, abs=0.1) and df["hit"][0] == 1

@@ -142,7 +142,7 @@ def score(
     Columns: ``id`` (the file / frame / row id of a path, else the position), ``formula``, one per
     task property (its oracle's unit), ``reward``, ``hit`` (0/1), ``valid`` (0/1: passed the
     ``validity`` gate and reached the oracles), ``reason``. ``relax="mlip"``: relax → gate → score, the
-    properties of the ``mlip_model``-relaxed structures, with ``e_hull``, ``energy_drop`` and ``rmsd``
+    properties of the ``mlip_model``-relaxed structures, with ``relax_e_hull``, ``relax_energy_drop`` and ``relax_rmsd``
     columns; ``"none"``/None: the structures as given; ``"auto"`` (default): mlip when the MLIP extra is
     installed. ``stability="hull"`` (auto: when relaxing): a hit also needs E_hull ≤ 0.1 eV/atom.
     ``max_atoms`` bounds what is read from a path (default: the readers' limit).

@@ -123,7 +123,8 @@ def recheck_run(
     if relaxer is None:
         engine = "batched" if mlip_available() else "ase"
         relaxer = MLIPRelaxer(model or independent_model(info), engine=engine)
-    mlip_scored = _config(info).get("relax") == "mlip"  # the loop's hits used its MLIP's properties
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    mlip_scored = config.get("relax") == "mlip"  # the loop's hits used its MLIP's properties
     # before the relaxations: a missing oracle fails fast; E_hull comes from the recheck's own relaxation
     # against ``hull`` (no second MLIP model relaxing the relaxed cells against the shipped hull)
     oracles = task.build_oracles(skip={"e_above_hull"} - set(task.oracles))
@@ -132,10 +133,11 @@ def recheck_run(
         mlip_props = [p for p in mlip_props if p not in ("bulk_modulus", "shear_modulus")]
 
     rows, relaxed = [], []
-    if relaxer.engine == "batched":  # all hits relaxed at once first; the loop below reads the relaxer's cache
+    batched = getattr(relaxer, "engine", "ase") == "batched"
+    if batched:  # all hits relaxed at once first; the loop below reads the relaxer's cache
         with tqdm(total=len(picked), desc="recheck: relaxing hits", unit="structure", disable=not progress) as bar:
             relaxer.relax(_structures(hits, picked), on_result=lambda *_: bar.update(1))
-    desc = "recheck: re-scoring hits" if relaxer.engine == "batched" else "recheck: relaxing hits"
+    desc = "recheck: re-scoring hits" if batched else "recheck: relaxing hits"
     with tqdm(total=len(picked), desc=desc, unit="structure", disable=not progress) as bar:
         for rank, i in enumerate(picked):
             row, final = _relax_hit(hits.iloc[i], rank, task, relaxer, reference, mlip_props)
@@ -346,11 +348,6 @@ def _rescore(
 def _set_survives(row: dict[str, Any], on: str = "still_hit") -> None:
     """A re-scored hit survives when it is still a hit (``on``) and within the stability threshold of the hull."""
     row["survives"] = bool(row[on]) and row["e_hull_le_0.1"] is True
-
-
-def _config(info: dict[str, Any]) -> dict[str, Any]:
-    config = info.get("config")
-    return config if isinstance(config, dict) else {}
 
 
 def _structures(hits: pd.DataFrame, picked: list[int]) -> list[Any]:

@@ -15,8 +15,8 @@ The structure written is the one the properties refer to: the relaxed one when t
 beside it as ``0001_<formula>_generated.cif``), else the generated one (``structure = "generated"``).
 
 Keys per crystal: ``memory_id, run_id, iteration, idx, reduced_formula``, one per task property
-(NaN left out), ``reward, filtered_reward, hit``, with a relaxation ``e_hull`` (eV/atom),
-``energy_drop`` (eV/atom) and ``rmsd`` (Å, generated → relaxed) and, when ``run.json`` names them,
+(NaN left out), ``reward, filtered_reward, hit``, with a relaxation ``relax_e_hull`` (eV/atom),
+``relax_energy_drop`` (eV/atom) and ``relax_rmsd`` (Å, generated → relaxed) and, when ``run.json`` names them,
 ``task, method``.
 A property whose name ASE reserves (``energy``, ``stress``, ``natoms``, an element symbol …) is
 written as ``matinvent_<name>``.
@@ -100,7 +100,7 @@ def row_properties(row: pd.Series, properties: list[str], run_info: dict[str, An
     out["filtered_reward"] = float(row["filtered_reward"])
     out["hit"] = bool(row["hit"])
     out["structure"] = "relaxed" if _relaxed_cif(row) else "generated"
-    for key in ("e_hull", "energy_drop", "rmsd"):
+    for key in ("relax_e_hull", "relax_energy_drop", "relax_rmsd"):
         value = row.get(key)
         if value is not None and math.isfinite(float(value)):
             out[key] = float(value)

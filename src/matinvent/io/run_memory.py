@@ -7,8 +7,8 @@ is scored, so that a run killed at any point loses nothing already paid for. Col
 the oracles), ``failed`` (an oracle returned NaN), one REAL column per task property (named as
 its oracle), ``reward``, ``filtered_reward`` (after the diversity filter), ``hit`` (0/1),
 ``created`` (Unix time). With relaxation in the loop (``relax: mlip``) also ``relaxed_cif`` (the relaxed
-structure, also where the gate then rejected it), ``e_hull`` (eV/atom above the shipped hull, on that
-relaxation), ``energy_drop`` (eV/atom, start → relaxed) and ``rmsd`` (Å, sites start → relaxed); NULL
+structure, also where the gate then rejected it), ``relax_e_hull`` (eV/atom above the shipped hull, on that
+relaxation), ``relax_energy_drop`` (eV/atom, start → relaxed) and ``relax_rmsd`` (Å, sites start → relaxed); NULL
 otherwise. A memory written before these columns existed gets them (NULL) when opened.
 """
 
@@ -26,7 +26,7 @@ import pandas as pd
 
 FIXED = ("run_id", "method", "iteration", "idx", "formula", "cif", "valid", "failed")
 SCORES = ("reward", "filtered_reward", "hit")
-RELAXED = (("relaxed_cif", "TEXT"), ("e_hull", "REAL"), ("energy_drop", "REAL"), ("rmsd", "REAL"))
+RELAXED = (("relaxed_cif", "TEXT"), ("relax_e_hull", "REAL"), ("relax_energy_drop", "REAL"), ("relax_rmsd", "REAL"))
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

@@ -70,7 +70,7 @@ def _candidate_section(run: Run, cands: pd.DataFrame, cifs: list[str | None]) ->
         hit = "yes" if row["hit"] == 1 else ""
         cells = [rank, row["formula"], hit, *props]
         if relaxed:
-            cells += [fmt_value(row.get(k), ".3f") for k in ("e_hull", "energy_drop", "rmsd")]
+            cells += [fmt_value(row.get(k), ".3f") for k in ("relax_e_hull", "relax_energy_drop", "relax_rmsd")]
         cells += [fmt_value(row["reward"], ".3f"), int(row["iteration"]), link]
         if relaxed:
             name = cif.replace(".cif", "_relaxed.cif") if cif else None

@@ -364,7 +364,7 @@ def scores_table(
     data: dict[str, Any] = {"id": ids, "formula": formulas}
     data.update({k: v for k, v in scores.values.items()})
     if scores.e_hull is not None:  # relaxed: E_hull (eV/atom), energy drop (eV/atom) and RMSD (Å) of each relaxation
-        data.update(e_hull=scores.e_hull, energy_drop=scores.energy_drop, rmsd=scores.rmsd)
+        data.update(relax_e_hull=scores.e_hull, relax_energy_drop=scores.energy_drop, relax_rmsd=scores.rmsd)
     data["reward"] = scores.reward
     data["hit"] = scores.hit.astype(int)
     data["valid"] = (scores.valid if scores.valid is not None else np.ones(len(ids), dtype=bool)).astype(int)

@@ -23,7 +23,8 @@ from matinvent.scoring.rewards import REDUCTIONS, TARGET_KINDS, Target, combine
 # columns of the run memory and the score CSV that a property (its own column) must not shadow
 RESERVED = (
     "id", "run_id", "method", "iteration", "idx", "formula", "cif", "valid", "failed", "reason",
-    "reward", "filtered_reward", "hit", "created", "relaxed_cif", "e_hull", "energy_drop", "rmsd",
+    "reward", "filtered_reward", "hit", "created", "relaxed_cif", "relax_e_hull", "relax_energy_drop",
+    "relax_rmsd",
 )  # fmt: skip
 PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
