@@ -12,7 +12,9 @@ in absolute terms beside the paper's Burden.
     python benchmarks/survival_tasks.py --tasks density --seeds 0 --budget 32 --runs runs/survival_smoke
     python benchmarks/survival_tasks.py --table-only      # tables from the run folders so far
 
-Resumable: finished runs (summary.json with a re-check) are skipped, interrupted ones continue
+Run folders live in ``benchmarks/survival_runs/`` and are committed without their agents (a
+finished run's ``checkpoint.pt`` neither), so a later session resumes the set. Resumable: finished
+runs (summary.json with a re-check) are skipped, interrupted ones continue
 with ``--resume``. ``prior`` runs of one seed sample the same crystals whatever the task, so each
 starts from a copy of the previous prior run's oracle cache (same seed): its relaxations are not
 repeated (their wall time is then not comparable; s/iteration is read from the first task's).
@@ -32,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-TASKS = ["density", "band_gap", "formation_energy", "bulk_modulus", "hhi", "T1"]
+TASKS = ["density", "band_gap", "formation_energy", "hhi", "T1", "bulk_modulus"]  # bulk modulus last: an EOS each
 METHODS = ["prior", "matinvent"]
 PAPER_BURDEN = {"T2": 51.9, "T4": 47.4}  # matinvent, the paper's Table 2 (budget 3000, DFT-free oracles)
 
@@ -165,7 +167,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", default=str(ROOT / "runs" / "survival"))
+    ap.add_argument("--runs", default=str(ROOT / "benchmarks" / "survival_runs"))  # committed: resumable
     ap.add_argument("--name", default="survival_tasks")
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()

@@ -121,8 +121,9 @@ class Scorer:
         if relax == "mlip":
             props = [p for p in task.properties if p in MLIP_PROPERTIES and p not in task.oracles and p not in given]
             self.on_input = set(props)
-            if STABILITY_PROP not in props:
-                props.append(STABILITY_PROP)  # E_hull of every relaxation: the memory keeps it, stability uses it
+            for free in ("formation_energy", STABILITY_PROP):  # read off the relaxation's energy at no cost: always
+                if free not in props:  # kept (E_hull: the memory and stability), so the cache serves any task
+                    props.append(free)
             self.relax_spec = OracleSpec("mlip-relax", {"properties": props, **relax_kw}, factory=MLIPRelaxStep)
             self._relax_key = oracle_key(OracleSpec("mlip-relax", relax_kw, factory=MLIPRelaxStep))
             if executor is None:
