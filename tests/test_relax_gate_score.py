@@ -20,7 +20,7 @@ from matinvent.oracles.mlip.relaxed import site_rmsd
 from matinvent.rl.config import RLConfig, resolve, validate
 from matinvent.rl.run_folder import adopt_started
 from matinvent.scoring.rewards import apply_stability, stability_target
-from matinvent.scoring.scorer import Scorer, resolve_pipeline
+from matinvent.scoring.scorer import Scorer, resolve_pipeline, scores_table
 from matinvent.scoring.tasks import task_from_dict
 
 TASK = task_from_dict(
@@ -121,6 +121,8 @@ def test_gate_applies_to_the_relaxed_structure_and_a_rejected_one_is_not_scored(
     assert scores.reward[1] == 0.0 and not scores.hit[1] and not scores.failed[1]
     assert scores.values["density"][0] == pytest.approx(mgo().density)  # scored on the relaxed cell, not 4.4 Å
     assert scores.relaxed[1] is collapsed and scores.structures[1] is None  # kept, but not what was scored
+    table = scores_table(["a", "b"], scores.structures, scores)
+    assert table["formula"].tolist() == ["MgO", "MgO"] and table["valid"].tolist() == [1, 0]
 
 
 # ------------------------------------------------------------------------- the memory keeps both structures

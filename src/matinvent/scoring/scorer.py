@@ -353,6 +353,8 @@ def scores_table(
     ``read_reasons`` (of ``read_structure_items``) say why an unreadable item has no structure.
     """
     formulas = []
+    if scores.relaxed is not None:  # a relaxation the gate then rejected still names its formula
+        structures = [s if s is not None else r for s, r in zip(structures, scores.relaxed, strict=True)]
     for s in structures:
         try:
             formulas.append(s.composition.reduced_formula if s is not None else "")
