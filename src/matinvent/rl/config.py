@@ -214,15 +214,9 @@ def validate(cfg: RLConfig) -> RLConfig:
 
 def resolve(cfg: RLConfig) -> RLConfig:
     """``cfg`` with ``relax`` and ``stability`` settled: auto as the installed packages allow, none as null."""
-    from matinvent.oracles.mlip.calculators import mlip_available
+    from matinvent.scoring.scorer import settle_pipeline
 
-    relax = cfg.relax
-    if relax == "auto":
-        relax = "mlip" if mlip_available() else None
-    relax = None if relax == "none" else relax
-    stability = cfg.stability
-    if stability == "auto":
-        stability = "hull" if relax else "none"
+    relax, stability = settle_pipeline(cfg.relax, cfg.stability)
     return validate(replace(cfg, relax=relax, stability=stability))
 
 

@@ -318,9 +318,10 @@ class Scorer:
             self.cache.close()
 
 
-def resolve_pipeline(relax: str | None, stability: str | None = "auto") -> tuple[str | None, Target | None]:
-    """``relax`` (auto | mlip | none | None) and ``stability`` (auto | hull | none | None) settled: auto relaxes
-    with the MLIP when its extra (sevenn + torch-sim) is installed, and checks stability when it relaxes."""
+def settle_pipeline(relax: str | None, stability: str | None = "auto") -> tuple[str | None, str]:
+    """``relax`` (auto | mlip | none | None) and ``stability`` (auto | hull | none | None) settled to (mlip or None,
+    hull or none): auto relaxes with the MLIP when its extra (sevenn + torch-sim) is installed, and checks
+    stability when it relaxes."""
     from matinvent.oracles.mlip.calculators import mlip_available
 
     if relax not in ("auto", "mlip", "none", None):
@@ -332,7 +333,13 @@ def resolve_pipeline(relax: str | None, stability: str | None = "auto") -> tuple
     relax = None if relax == "none" else relax
     if stability == "hull" and relax is None:
         raise ValueError("stability 'hull' needs relax 'mlip': E_hull comes from the relaxation")
-    return relax, stability_target() if stability == "hull" or (stability == "auto" and relax) else None
+    return relax, "hull" if stability == "hull" or (stability == "auto" and relax) else "none"
+
+
+def resolve_pipeline(relax: str | None, stability: str | None = "auto") -> tuple[str | None, Target | None]:
+    """:func:`settle_pipeline`, with the stability condition as the :class:`Target` a :class:`Scorer` takes."""
+    relax, stability = settle_pipeline(relax, stability)
+    return relax, stability_target() if stability == "hull" else None
 
 
 def _hash(structure: Any) -> str | None:
