@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pymatgen.core import Composition
 
 from matinvent.crystal.record import Crystal
+from matinvent.evaluation.distributions import element_freq_distance, element_frequencies
 from matinvent.evaluation.matching import novel_mask, unique_indices
 from matinvent.evaluation.sample_metrics import (
     composition_valid,
@@ -112,6 +114,41 @@ def test_element_count_histogram_and_many_element_fraction():
     assert ev.n_elements_histogram == {"1": 1, "2": 2, "3": 0, "4": 0, "5": 0, "6": 0, "7": 1}
     assert ev.frac_over_5_elements == pytest.approx(1 / 4)  # of the readable crystals
     assert "n_elements_histogram  1:1 2:2 3:0 4:0 5:0 6:0 7:1" in ev.table().replace("   ", " ")
+
+
+def test_element_frequencies_count_each_crystal_once_per_element():
+    # crystals containing Na: 2 (NaCl, NaCl3), Cl: 2, K: 1 → 5 memberships, stoichiometry ignored
+    freqs = element_frequencies([Composition("NaCl"), Composition("NaCl3"), Composition("K")])
+    assert freqs == pytest.approx({"Cl": 2 / 5, "K": 1 / 5, "Na": 2 / 5})
+    assert element_frequencies([rocksalt(), silicon()]) == pytest.approx({"Cl": 1 / 3, "Na": 1 / 3, "Si": 1 / 3})
+
+
+def test_element_freq_distance_on_hand_counted_sets():
+    # {NaCl, Si}: Na, Cl, Si each 1/3; {NaCl, KCl}: Na 1/4, K 1/4, Cl 2/4.
+    # Overlap Σ min(p, q) = 1/4 (Na) + 1/3 (Cl) = 7/12, so the total variation is 1 − 7/12 = 5/12.
+    generated = [Composition("NaCl"), Composition("Si")]
+    reference = [Composition("NaCl"), Composition("KCl")]
+    assert element_freq_distance(generated, reference) == pytest.approx(5 / 12)
+    assert element_freq_distance(reference, generated) == pytest.approx(5 / 12)
+    assert element_freq_distance([silicon()], [rocksalt()]) == pytest.approx(1.0)  # no shared element
+    assert element_freq_distance([rocksalt()], [Composition("Na3Cl3")]) == pytest.approx(0.0, abs=1e-12)
+    assert element_freq_distance([], reference) is None
+
+
+def test_single_element_binary_fractions_and_element_distance_in_evaluate():
+    # readable: Si (1 element), NaCl, squeezed NaCl (2) → 1/3 single, 2/3 binary; the squeezed one is not valid
+    ev = evaluate_crystals([silicon(), rocksalt(), squeezed_nacl(), None], reference=[rocksalt(), silicon(), silicon()])
+    assert ev.frac_single_element == pytest.approx(1 / 3) and ev.frac_binary == pytest.approx(2 / 3)
+    assert ev.reference_frac_single_element == pytest.approx(2 / 3) and ev.reference_frac_binary == pytest.approx(1 / 3)
+    # valid set {Si, NaCl}: Na, Cl, Si 1/3 each; reference: Na 1/4, Cl 1/4, Si 2/4 → 1 − (1/4 + 1/4 + 1/3) = 1/6
+    # (with the squeezed NaCl it would be Na 2/5, Cl 2/5, Si 1/5 → 3/10)
+    assert ev.element_freq_distance == pytest.approx(1 / 6)
+    d = ev.to_dict()
+    for key in ("frac_single_element", "frac_binary", "reference_frac_single_element", "element_freq_distance"):
+        assert d[key] == getattr(ev, key) and key in ev.table()
+    no_ref = evaluate_crystals([silicon(), rocksalt()])
+    assert no_ref.frac_single_element == 0.5 and no_ref.element_freq_distance is None
+    assert no_ref.reference_frac_binary is None
 
 
 def test_detailed_rows_have_one_row_per_crystal(tmp_path):

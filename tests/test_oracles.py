@@ -99,8 +99,8 @@ def test_registry_metadata_is_the_classes_own():
     from matinvent.oracles.cgcnn import CGCNNBandGap
 
     table = builtin_oracles()
-    assert set(table) == {"density", "hhi", "band_gap", "formation_energy", "bulk_modulus", "shear_modulus",
-                          "e_above_hull"}  # fmt: skip
+    assert set(table) == {"density", "hhi", "n_elements", "band_gap", "formation_energy", "bulk_modulus",
+                          "shear_modulus", "e_above_hull", "static_e_above_hull", "max_force"}  # fmt: skip
     for name, cls in table.items():
         assert issubclass(cls, Oracle) and cls.name == name and cls.description, name
     assert table["band_gap"] is CGCNNBandGap and oracle_unit("band_gap") == "eV" and oracle_unit("density") == "g/cm^3"

@@ -16,7 +16,7 @@ from matinvent.cli.parser import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "matinvent"
-COMMANDS = {"pretrain", "sample", "evaluate", "score", "tasks", "optimize", "report", "recheck", "export"}
+COMMANDS = {"pretrain", "sample", "evaluate", "score", "tasks", "optimize", "save-prior", "report", "recheck", "export"}
 
 
 def test_every_public_name_resolves():

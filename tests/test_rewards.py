@@ -58,7 +58,7 @@ def test_multi_property_reduction_hits_and_failures(reduce):
 def test_shipped_tasks_are_the_papers():
     assert set(builtin_tasks()) == {
         "band_gap", "formation_energy", "bulk_modulus", "shear_modulus", "density", "hhi", "T1", "T2", "T3", "T4",
-        "band_gap_stable",  # ours, stability-aware (not a paper task)
+        "band_gap_stable", "stability",  # ours, stability-aware (not paper tasks)
     }  # fmt: skip
     windows = {n: load_task(n).window_text() for n in builtin_tasks()}
     assert windows["band_gap"] == "band_gap 3 ± 0.25"
@@ -68,6 +68,8 @@ def test_shipped_tasks_are_the_papers():
     assert windows["density"] == "density 11 ± 0.5"
     assert windows["hhi"] == "hhi < 1250"
     assert windows["band_gap_stable"] == "band_gap 3 ± 0.25; e_above_hull 0 ± 0.1"
+    assert windows["stability"] == "static_e_above_hull < 0.1; n_elements 3.5 ± 1.5"
+    assert [load_task(n).relax for n in ("stability", "density")] == ["none", "auto"]
     assert load_task("T4").properties == ["bulk_modulus", "formation_energy", "hhi"]
     assert load_task("T1").properties == ["band_gap", "formation_energy"]
 
@@ -81,6 +83,7 @@ def test_shipped_tasks_are_the_papers():
         ("name: x\nproperties:\n  hhi: {target: below, threshold: abc}\n", "properties.hhi.threshold"),
         ("name: x\nproperties:\n  hhi: {target: below, threshold: 1, ramp: 0}\n", "properties.hhi.ramp"),
         ("name: x\nreduce: max\nproperties:\n  hhi: {target: below, threshold: 1}\n", "reduce"),
+        ("name: x\nrelax: mlip\nproperties:\n  hhi: {target: below, threshold: 1}\n", "relax"),
         ("name: x\nproperty:\n  hhi: {target: below, threshold: 1}\n", "property"),
         ("name: x\nproperties: {}\n", "properties"),
         ("properties:\n  hhi: {target: below, threshold: 1}\n", "name"),

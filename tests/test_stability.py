@@ -20,7 +20,7 @@ needs_sevenn = pytest.mark.skipif(importlib.util.find_spec("sevenn") is None, re
 
 SUMMARY_KEYS = {
     "n_requested", "n_selected", "n_relaxed", "n_failed", "n_e_above_hull", "frac_stable_0.1", "frac_stable_0.0",
-    "mean_e_above_hull", "median_e_above_hull", "mean_rmsd", "frac_unique", "frac_novel", "sun_rate",
+    "mean_e_above_hull", "median_e_above_hull", "mean_rmsd", "median_rmsd", "frac_unique", "frac_novel", "sun_rate",
     "sun_rate_0.0", "sun_novelty_reference", "stable_threshold", "hull", "model", "seed", "n_hull_covered",
     "frac_stable_0.1_hull_covered", "n_far_below_hull",
 }  # fmt: skip
@@ -64,6 +64,20 @@ class StubRelaxer:
         refs = mp_elemental_references()
         mu = sum(refs.get(el.symbol, 0.0) * n for el, n in s.composition.items()) / s.composition.num_atoms
         return Relaxed(s.copy(), mu + self.e_form[formula], True, 3)
+
+
+class ShiftingStubRelaxer(StubRelaxer):
+    """As :class:`StubRelaxer`, but 'relaxation' moves the last site by a chosen distance per formula (Å, along x)."""
+
+    def __init__(self, e_form: dict[str, float], shift: dict[str, float]) -> None:
+        super().__init__(e_form)
+        self.shift = shift
+
+    def relaxed(self, s: Structure) -> Relaxed:
+        r = super().relaxed(s)
+        if r.structure is not None:
+            r.structure.translate_sites([len(s) - 1], [self.shift[s.composition.reduced_formula], 0, 0], False)
+        return r
 
 
 # ----------------------------------------------------------------------------- no MLIP
@@ -129,6 +143,19 @@ def test_bookkeeping_with_a_stub_relaxer():
     # a seeded subset, reported at the input positions
     summary, rows = stability.stability_metrics(structures, n=3, seed=4, relaxer=relaxer, progress=False)
     assert [r["index"] for r in rows] == stability.pick_indices(6, 3, seed=4) and summary["n_selected"] == 3
+
+
+def test_median_rmsd_is_numpys_median_of_the_finite_row_rmsds():
+    structures = [rocksalt(4.257, "Mg", "O"), rocksalt(5.69, "Na", "Cl"), diamond_si(), rocksalt(4.0, "K", "I")]
+    relaxer = ShiftingStubRelaxer(
+        {"MgO": -3.0, "NaCl": -2.0, "Si": 0.0}, {"MgO": 0.02, "NaCl": 0.06, "Si": 0.6}
+    )  # KI: the stub fails, a NaN rmsd that must not count
+    summary, rows = stability.stability_metrics(structures, n=4, relaxer=relaxer, progress=False)
+    rmsd = np.array([r["rmsd"] for r in rows])
+    assert np.isnan(rmsd[3]) and np.all(rmsd[:3] > 0.005)
+    assert summary["median_rmsd"] == pytest.approx(np.nanmedian(rmsd))
+    assert summary["median_rmsd"] == pytest.approx(rmsd[1])  # the middle of three, NaCl
+    assert summary["mean_rmsd"] > 1.5 * summary["median_rmsd"]  # Si's large shift pulls the mean, not the median
 
 
 def test_user_hull_without_an_element(tmp_path):

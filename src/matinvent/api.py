@@ -152,7 +152,7 @@ def score(
 
     task = load_task(task)
     ids, structs, reasons = _structure_input(structures, MAX_ATOMS if max_atoms is None else max_atoms)
-    relax, target = resolve_pipeline(relax, stability)
+    relax, target = resolve_pipeline(relax, stability, task)
     relax_kw = {"model": mlip_model, "engine": "batched"} if relax == "mlip" else {}
     scorer = Scorer(task, relax=relax, validity=validity, timeout_s=timeout_s, stability=target, **relax_kw)
     try:

@@ -122,7 +122,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise ValueError(f"--oracle-timeout must be a positive number of seconds, got {args.oracle_timeout}")
     executor = make_executor(args.executor, args.scheduler, args.workers, args.oracle_timeout)  # checked first
     ids, crystals, read_reasons = read_structure_items(args.path, max_atoms=args.max_atoms)
-    relax, stability = resolve_pipeline(args.relax, args.stability)
+    relax, stability = resolve_pipeline(args.relax, args.stability, task)
     relax_kw = {"model": args.mlip_model, "engine": "batched"} if relax == "mlip" else {}
     scorer = Scorer(
         task, relax=relax, validity=args.validity, timeout_s=args.oracle_timeout, executor=executor,
@@ -197,6 +197,14 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         f"{summary['method']} on {summary['task']}: {summary['evaluations']} evaluations, {summary['hits']} hits, "
         f"Burden {burden}, diversity ratio {'n/a' if div is None else f'{div:.3f}'}; run folder {args.out}"
     )
+    return 0
+
+
+def cmd_save_prior(args: argparse.Namespace) -> int:
+    from matinvent.rl.prior_export import export_prior
+
+    out = export_prior(args.run, args.out, args.name)
+    print(f"wrote prior folder {out} (sample it with: matinvent sample --checkpoint {out})")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The ``matinvent`` command line: pretrain, sample, evaluate, score, tasks, optimize, report, recheck, export."""
+"""The ``matinvent`` command line: pretrain, sample, evaluate, score, tasks, optimize, save-prior, report, recheck,
+export."""
 
 from __future__ import annotations
 
@@ -214,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_constraint_arguments(q)
     add_executor_arguments(q, config=True)
     q.set_defaults(func=commands.cmd_optimize)
+
+    q = sub.add_parser(
+        "save-prior", help="a finished optimize run's agent as a prior folder with TRAINING.md (e.g. the aligned prior)"
+    )
+    q.add_argument("run", help="run folder written by 'matinvent optimize' (finished: it has agent/)")
+    q.add_argument("--out", required=True, help="prior folder to write (use it with --prior FOLDER)")
+    q.add_argument("--name", help="the prior's name in TRAINING.md (default: the folder's name)")
+    q.set_defaults(func=commands.cmd_save_prior)
 
     q = sub.add_parser("report", help="curves (PNG), a markdown summary (and --html a web page) of optimize runs")
     q.add_argument("runs", nargs="+", help="run folders")

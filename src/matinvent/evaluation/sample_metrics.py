@@ -6,12 +6,16 @@ contacts + density window, :mod:`matinvent.crystal.validity`), CDVAE structure v
 crystal is unique and novel. Over the set (fractions of all generated crystals unless stated):
 
 - ``validity``: the gate (``physical``, the default, or ``cdvae``) and composition validity;
-  the crystals passing both are *the valid set* used by novelty and the Wasserstein distances;
+  the crystals passing both are *the valid set* used by novelty and the distances to the reference;
 - uniqueness: distinct structures (pymatgen ``StructureMatcher``) / generated;
 - novelty: unique valid structures that match no reference structure / unique valid;
-- distinct elements per crystal: histogram 1..max and the fraction with more than 5, of the
-  readable crystals (what the generator makes, before any gate);
+- distinct elements per crystal: histogram 1..max, the fractions with exactly one (elemental)
+  and exactly two (binary) elements and with more than 5, of the readable crystals (what the
+  generator makes, before any gate), and the same for the reference;
 - Wasserstein distances of density (g/cm³) and number of elements, valid set vs reference;
+- ``element_freq_distance``: total-variation distance between the element frequencies (share of
+  crystals containing each element, normalised to sum 1:
+  :func:`~matinvent.evaluation.distributions.element_frequencies`), valid set vs reference;
 - stability (:func:`add_stability`, optional): ``matinvent.evaluation.stability.stability_metrics`` on a
   seeded random subset of the physically valid crystals.
 """
@@ -37,7 +41,9 @@ from matinvent.crystal.validity import (
 from matinvent.evaluation.distributions import (
     MANY_ELEMENTS,
     density,
+    element_freq_distance,
     fraction_above,
+    fraction_equal,
     n_elements_histogram,
     num_elements,
     wasserstein,
@@ -75,11 +81,16 @@ class Evaluation:
     validity: float
     uniqueness: float
     frac_over_5_elements: float | None = None  # of readable crystals
+    frac_single_element: float | None = None  # of readable crystals: exactly one element
+    frac_binary: float | None = None  # of readable crystals: exactly two elements
     n_elements_histogram: dict[str, int] = field(default_factory=dict)  # readable crystals with k elements
     novelty: float | None = None
     wdist_density: float | None = None
     wdist_num_elements: float | None = None
+    element_freq_distance: float | None = None  # total variation, valid set vs reference, in [0, 1]
     n_reference: int | None = None
+    reference_frac_single_element: float | None = None
+    reference_frac_binary: float | None = None
     reference_n_elements_histogram: dict[str, int] | None = None
     stability: dict[str, Any] | None = None  # summary of matinvent.evaluation.stability.stability_metrics
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -170,6 +181,8 @@ def evaluate_crystals(
         validity=sum(valid) / n,
         uniqueness=len(unique) / n,
         frac_over_5_elements=fraction_above(list(counts.values()), MANY_ELEMENTS),
+        frac_single_element=fraction_equal(list(counts.values()), 1),
+        frac_binary=fraction_equal(list(counts.values()), 2),
         n_elements_histogram=n_elements_histogram(list(counts.values())),
     )
     valid_idx = [i for i in range(n) if valid[i]]
@@ -178,12 +191,15 @@ def evaluate_crystals(
         ev.n_reference = len(reference)
         ref_counts = [num_elements(r) for r in reference]
         ev.reference_n_elements_histogram = n_elements_histogram(ref_counts)
+        ev.reference_frac_single_element = fraction_equal(ref_counts, 1)
+        ev.reference_frac_binary = fraction_equal(ref_counts, 2)
         novel = dict(zip(valid_idx, novel_mask([crystals[i] for i in valid_idx], reference), strict=True))
         valid_unique = [i for i in valid_idx if i in unique]
         if valid_unique:
             ev.novelty = sum(novel[i] for i in valid_unique) / len(valid_unique)
         ev.wdist_density = wasserstein([rho[i] for i in valid_idx], [density(r) for r in reference])
         ev.wdist_num_elements = wasserstein([counts[i] for i in valid_idx], ref_counts)
+        ev.element_freq_distance = element_freq_distance([crystals[i] for i in valid_idx], reference)
     for i, c in enumerate(crystals):
         if c is None:
             reason = errors.get(i, checks[i][0][1])

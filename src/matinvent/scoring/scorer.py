@@ -318,10 +318,12 @@ class Scorer:
             self.cache.close()
 
 
-def settle_pipeline(relax: str | None, stability: str | None = "auto") -> tuple[str | None, str]:
+def settle_pipeline(
+    relax: str | None, stability: str | None = "auto", task: Task | None = None
+) -> tuple[str | None, str]:
     """``relax`` (auto | mlip | none | None) and ``stability`` (auto | hull | none | None) settled to (mlip or None,
-    hull or none): auto relaxes with the MLIP when its extra (sevenn + torch-sim) is installed, and checks
-    stability when it relaxes."""
+    hull or none): auto relaxes with the MLIP when its extra (sevenn + torch-sim) is installed, unless the
+    ``task`` scores crystals as generated (``task.relax == "none"``), and checks stability when it relaxes."""
     from matinvent.oracles.mlip.calculators import mlip_available
 
     if relax not in ("auto", "mlip", "none", None):
@@ -329,16 +331,18 @@ def settle_pipeline(relax: str | None, stability: str | None = "auto") -> tuple[
     if stability not in ("auto", "hull", "none", None):
         raise ValueError(f"stability must be auto, hull or none, got {stability!r}")
     if relax == "auto":
-        relax = "mlip" if mlip_available() else None
+        relax = "mlip" if mlip_available() and (task is None or task.relax != "none") else None
     relax = None if relax == "none" else relax
     if stability == "hull" and relax is None:
         raise ValueError("stability 'hull' needs relax 'mlip': E_hull comes from the relaxation")
     return relax, "hull" if stability == "hull" or (stability == "auto" and relax) else "none"
 
 
-def resolve_pipeline(relax: str | None, stability: str | None = "auto") -> tuple[str | None, Target | None]:
+def resolve_pipeline(
+    relax: str | None, stability: str | None = "auto", task: Task | None = None
+) -> tuple[str | None, Target | None]:
     """:func:`settle_pipeline`, with the stability condition as the :class:`Target` a :class:`Scorer` takes."""
-    relax, stability = settle_pipeline(relax, stability)
+    relax, stability = settle_pipeline(relax, stability, task)
     return relax, stability_target() if stability == "hull" else None
 
 

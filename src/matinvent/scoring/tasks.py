@@ -2,8 +2,9 @@
 
 A task file (YAML; the shipped ones in ``matinvent/scoring/task_files/``) names the task, its
 ``properties`` (one :class:`~matinvent.scoring.rewards.Target` each), ``reduce`` (``min``, ``mean`` or
-``weighted``), optional command ``oracles`` (:mod:`matinvent.oracles.command`) and optional chemical-space
-``constraints``. Loading is torch-free and every error names the file and the key.
+``weighted``), optional command ``oracles`` (:mod:`matinvent.oracles.command`), optional chemical-space
+``constraints`` and ``relax: none`` for a task that scores crystals as generated (``auto``, the default,
+leaves it to the run). Loading is torch-free and every error names the file and the key.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ RESERVED = (
     "reward", "filtered_reward", "hit", "created", "relaxed_cif", "relax_e_hull", "relax_energy_drop",
     "relax_rmsd",
 )  # fmt: skip
+TASK_RELAX = ("auto", "none")
 PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -40,6 +42,9 @@ class Task:
     oracles: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
     constraints: ChemConstraints | None = None  # chemical space the sampler keeps to (matinvent.crystal.constraints)
+    # auto: the run's relax setting decides; none: the task scores crystals as generated (e.g. the stability task,
+    # whose property is the energy of the unrelaxed structure), so a run's relax: auto settles to none for it
+    relax: str = "auto"
 
     @property
     def properties(self) -> list[str]:
@@ -123,7 +128,7 @@ def task_from_dict(data: Any, src: str = "<dict>") -> Task:
     """Validate a task mapping; every error names the offending key."""
     if not isinstance(data, dict):
         raise ConfigError(f"task file {src}: must be a mapping with 'name' and 'properties'")
-    allowed = {"name", "description", "reduce", "properties", "oracles", "constraints"}
+    allowed = {"name", "description", "reduce", "properties", "oracles", "constraints", "relax"}
     for k in data:
         if k not in allowed:
             raise ConfigError(f"task file {src}: unknown key '{k}' (known: {', '.join(sorted(allowed))})")
@@ -136,6 +141,9 @@ def task_from_dict(data: Any, src: str = "<dict>") -> Task:
     reduce = data.get("reduce", "min")
     if reduce not in REDUCTIONS:
         raise ConfigError(f"task file {src}: key 'reduce' must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
+    relax = data.get("relax", "auto")
+    if relax not in TASK_RELAX:
+        raise ConfigError(f"task file {src}: key 'relax' must be one of {', '.join(TASK_RELAX)}, got {relax!r}")
     oracles = data.get("oracles") or {}
     if not isinstance(oracles, dict):
         raise ConfigError(f"task file {src}: key 'oracles' must map names to command-oracle settings")
@@ -147,6 +155,7 @@ def task_from_dict(data: Any, src: str = "<dict>") -> Task:
         oracles={str(k): _command_oracle(str(k), v, src) for k, v in oracles.items()},
         source=src,
         constraints=_constraints(data.get("constraints"), src),
+        relax=relax,
     )
 
 
