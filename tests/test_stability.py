@@ -224,3 +224,18 @@ def test_sevennet_rmsd_uniqueness_and_novelty(sevennet_run, relaxer):
     relaxed_nacl = relaxer.relaxed(perturbed_nacl()).structure
     _, again = stability.stability_metrics([relaxed_nacl], n=1, relaxer=relaxer, progress=False)
     assert again[0]["rmsd"] < 5e-3 and again[0]["e_above_hull"] == pytest.approx(nacl["e_above_hull"], abs=2e-3)
+
+
+@needs_sevenn
+def test_the_batched_engine_gives_the_rows_of_the_one_at_a_time_path(sevennet_run):
+    pytest.importorskip("torch_sim")
+    _, rows = sevennet_run
+    mgo = rocksalt(4.257, "Mg", "O")
+    overlapping = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
+    structures = [mgo, diamond_si(), perturbed_nacl(), mgo.copy(), overlapping]
+    batched = MLIPRelaxer("sevennet-0", max_steps=60, engine="batched")
+    summary, again = stability.stability_metrics(structures, n=5, relaxer=batched, training=[mgo], progress=False)
+    for a, b in zip(rows[:4], again[:4], strict=True):
+        assert b["e_above_hull"] == pytest.approx(a["e_above_hull"], abs=5e-3)  # same FIRE, within 5 meV/atom
+        assert b["stable"] == a["stable"] and b["unique"] == a["unique"]
+    assert summary["n_failed"] == 1 and math.isnan(again[4]["e_above_hull"])

@@ -94,7 +94,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         folder.crystals, reference, progress=True, validity=args.validity, ids=folder.ids, errors=folder.errors
     )
     if args.stability:
-        add_stability(ev, folder.crystals, args.stability_n, seed=args.seed, hull=args.hull, training=training)
+        add_stability(
+            ev, folder.crystals, args.stability_n, seed=args.seed, hull=args.hull, training=training,
+            engine=args.stability_engine,
+        )  # fmt: skip
     print(ev.table())
     out = Path(args.dir) / "evaluation.json"
     run_id = (folder.manifest or {}).get("run_id")

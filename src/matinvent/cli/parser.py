@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--stability", action="store_true", help="run matinvent.evaluation.stability on physically valid crystals"
     )
     q.add_argument("--stability-n", type=int, default=200, help="crystals drawn (seeded) for --stability")
+    q.add_argument(
+        "--stability-engine",
+        choices=["auto", "batched", "ase"],
+        default="auto",
+        help="how --stability relaxes: batched (all at once, torch-sim), ase (one at a time); auto: batched if there",
+    )
     q.add_argument("--hull", help="hull CSV for --stability (matinvent.oracles.hull; default: its shipped MP-20 hull)")
     q.add_argument("--training", help="CDVAE-style CSV of training structures for --stability (novelty, SUN)")
     q.add_argument("--seed", type=int, default=0, help="seed of the --stability subset")

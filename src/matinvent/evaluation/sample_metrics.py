@@ -242,8 +242,12 @@ def add_stability(
     hull: str | Path | None = None,
     training: list[Any] | None = None,
     progress: bool = True,
+    engine: str = "auto",
 ) -> list[int]:
     """``stability_metrics`` on ≤ ``n`` of the physically valid crystals (it draws them with ``seed``).
+
+    ``engine``: how SevenNet-0 relaxes them: ``ase`` (one at a time), ``batched`` (all at once, torch-sim) or
+    ``auto`` (batched when torch-sim is installed).
 
     The summary goes to ``ev.stability``; each per-structure row's columns (all but ``index``,
     the position in the list passed) join that crystal's row in ``ev.rows``, prefixed
@@ -257,7 +261,17 @@ def add_stability(
         ev.stability = {"n_requested": n, "n_selected": 0}
         return []
     structures = [crystals[i].to_structure() for i in candidates]
-    summary, rows = stability_metrics(structures, n=n, seed=seed, hull=hull, training=training, progress=progress)
+    if engine == "auto":
+        import importlib.util
+
+        engine = "batched" if importlib.util.find_spec("torch_sim") is not None else "ase"
+    from matinvent.oracles.mlip import MLIPRelaxer
+
+    relaxer = MLIPRelaxer("sevennet-0", engine=engine)
+    summary, rows = stability_metrics(
+        structures, n=n, seed=seed, hull=hull, training=training, progress=progress, relaxer=relaxer
+    )
+    summary["engine"] = engine
     ev.stability = dict(summary)
     taken = set(ev.rows[0])
     measured = []

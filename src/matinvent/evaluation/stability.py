@@ -195,7 +195,8 @@ def stability_metrics(
         training: reference structures for novelty; None = novelty not measured, S.U.N. counts
             stable ∧ unique only (``summary["sun_novelty_reference"]`` is then None).
         progress: show a tqdm bar that moves once per relaxed structure.
-        relaxer: the :class:`MLIPRelaxer` to use (and whose cache to share); default SevenNet-0.
+        relaxer: the :class:`MLIPRelaxer` to use (and whose cache to share); default SevenNet-0, one structure at
+            a time (ASE). One with ``engine="batched"`` relaxes the whole subset at once first (torch-sim).
 
     Returns:
         ``(summary, rows)``. ``summary``: ``n_requested``, ``n_selected``, ``n_relaxed``,
@@ -212,7 +213,11 @@ def stability_metrics(
     picked = pick_indices(len(structures), n, seed) if structures else []
     inputs = as_structures([structures[i] for i in picked])
     rows, relaxed = [], []
-    with tqdm(total=len(picked), desc="stability: relaxing", unit="structure", disable=not progress) as bar:
+    if getattr(relaxer, "engine", "ase") == "batched" and inputs:  # relax them all at once first; the rows below read the cache
+        bar = tqdm(total=len(inputs), desc="stability: relaxing (batched)", unit="structure", disable=not progress)
+        with bar:
+            relaxer.relax([s for s in inputs if s is not None], on_result=lambda *_: bar.update(1))
+    with tqdm(total=len(picked), desc="stability: measuring", unit="structure", disable=not progress) as bar:
         for i, s in zip(picked, inputs, strict=True):
             try:
                 row, final = measure_structure(s, i, relaxer, reference)
