@@ -213,7 +213,7 @@ def stability_metrics(
     picked = pick_indices(len(structures), n, seed) if structures else []
     inputs = as_structures([structures[i] for i in picked])
     rows, relaxed = [], []
-    if getattr(relaxer, "engine", "ase") == "batched" and inputs:  # relax them all at once first; the rows below read the cache
+    if getattr(relaxer, "engine", "ase") == "batched" and inputs:  # all at once first; the rows read the cache
         bar = tqdm(total=len(inputs), desc="stability: relaxing (batched)", unit="structure", disable=not progress)
         with bar:
             relaxer.relax([s for s in inputs if s is not None], on_result=lambda *_: bar.update(1))
