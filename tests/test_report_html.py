@@ -222,6 +222,37 @@ def test_e_hull_from_recheck_csv(runs, tmp_path):
         write_html_report([run], tmp_path / "out")
 
 
+def test_a_relaxed_run_shows_both_crystals_the_loops_e_hull_drop_and_rmsd(tmp_path):
+    run = tmp_path / "relaxed"
+    run.mkdir()
+    generated, relaxed = _rocksalt("NaCl"), _rocksalt("NaCl")
+    generated.scale_lattice(generated.volume * 1.3)  # the loop relaxed it back to rocksalt's cell
+    mem = Memory(run / "memory.sqlite", ["band_gap"])
+    mem.add(
+        [CrystalRecord(run_id="relaxed", method="matinvent", iteration=0, idx=0, formula="NaCl",
+                       cif=generated.to(fmt="cif"), valid=True, failed=False, properties={"band_gap": 3.0},
+                       reward=1.0, filtered_reward=1.0, hit=True, relaxed_cif=relaxed.to(fmt="cif"), e_hull=0.0123,
+                       energy_drop=0.456, rmsd=0.0789)]
+    )  # fmt: skip
+    mem.close()
+    pd.DataFrame({"iteration": [0], "samples": [4], "evaluations": [1], "reward_mean": [1.0], "reward_std": [0.0],
+                  "hits": [1], "elapsed": [1.0]}).to_csv(run / "metrics.csv", index=False)  # fmt: skip
+    (run / "summary.json").write_text(json.dumps({"task": "band_gap", "method": "matinvent", "seed": 0,
+                                                  "properties": ["band_gap"], "budget": 1}))  # fmt: skip
+    (run / "run.json").write_text(json.dumps({"task": "band_gap", "method": "matinvent", "seed": 0, "run_id": "r",
+                                              "config": {}}))  # fmt: skip
+    out = tmp_path / "out"
+    text = write_html_report([run], out).read_text(encoding="utf-8")
+    row = _html_row(text, "1")
+    assert "0.012 (loop relaxation)" in row and "0.456" in row and "0.079" in row
+    assert "P1 (generated) · relaxed" in row[-1]
+    files = {p.name: p for p in (out / "candidates").glob("*.cif")}
+    p1, rel = files["relaxed_1_NaCl.cif"], files["relaxed_1_NaCl_relaxed.cif"]
+    assert Structure.from_file(rel).volume == pytest.approx(relaxed.volume, rel=1e-4)
+    assert Structure.from_file(p1).volume == pytest.approx(generated.volume, rel=1e-4)
+    assert "Fm-3m" in row[3] and "(relaxed)" in text  # symmetry and the 3-D view of the relaxed cell
+
+
 def test_cell_images_repeat_atoms_on_faces():
     coords, owner = cell_images(np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.0, 0.5, 0.999999]]))
     assert len(coords) == 8 + 1 + 4 and list(owner[:3]) == [0, 1, 2]

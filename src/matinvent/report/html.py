@@ -6,11 +6,13 @@ and writes into ``out_dir``:
 - ``report.html``: the metrics table (the cells of ``report.md``), the reward / hit / property curves
   against cumulative evaluations (units on the axes, ± std bands clipped to each quantity's physical
   range, property windows shaded), and per run its top candidates: formula, space group
-  (``SpacegroupAnalyzer`` at ``symprec``), the task's properties with units, E_hull where the run's
-  memory (an ``e_above_hull`` property) or its ``recheck.csv`` has it, reward, links to the CIFs,
-  and an interactive 3-D view of each unit cell (:mod:`matinvent.report.structure_view`);
-- ``candidates/<run>_<rank>_<formula>.cif`` (P1, as generated) and ``…_sym.cif`` (symmetrised with
-  ``CifWriter(symprec=…)``; when symmetry detection fails only the P1 one, with a note).
+  (``SpacegroupAnalyzer`` at ``symprec``), the task's properties with units, E_hull where the loop's
+  relaxation, the run's memory (an ``e_above_hull`` property) or its ``recheck.csv`` has it, for a relaxed
+  run the energy drop and RMSD of the relaxation, reward, links to the CIFs, and an interactive 3-D view
+  of each unit cell (:mod:`matinvent.report.structure_view`; the relaxed cell when the loop relaxed);
+- ``candidates/<run>_<rank>_<formula>.cif`` (P1, as generated), ``…_relaxed.cif`` (the loop's relaxed
+  structure, relaxed runs) and ``…_sym.cif`` (symmetrised with ``CifWriter(symprec=…)``, of the relaxed
+  structure where there is one; when symmetry detection fails only the P1 one, with a note).
 
 The plotly.js bundle is inlined: the page loads nothing from the network. Each 3-D view is a
 ``div.structure-viewer`` (id ``viewer-<run index>-<rank>``) drawn when it scrolls into view; at
@@ -72,6 +74,7 @@ class Candidate:
     sym_cif: str | None = None
     e_hull: float | None = None
     e_hull_source: str = ""
+    relaxed_cif: str | None = None  # the loop's relaxed structure (relax: mlip), written beside the P1 CIF
 
 
 # ----------------------------------------------------------------------------------- candidates
@@ -101,12 +104,19 @@ def _candidates(run: Run, top: int, cand_dir: Path, symprec: float) -> list[Cand
     out = []
     for rank, (row, cif) in enumerate(zip(cands.to_dict("records"), p1, strict=True), start=1):
         c = Candidate(rank, row, cif)
-        if E_HULL in row and row[E_HULL] is not None and math.isfinite(float(row[E_HULL])):
+        relaxed = row.get("relaxed_cif")
+        relaxed = relaxed if isinstance(relaxed, str) and relaxed.strip() else None
+        if relaxed and cif is not None:
+            c.relaxed_cif = cif.removesuffix(".cif") + "_relaxed.cif"  # written by write_candidate_cifs
+        loop_e_hull = row.get("relax_e_hull")
+        if loop_e_hull is not None and math.isfinite(float(loop_e_hull)):
+            c.e_hull, c.e_hull_source = float(loop_e_hull), "loop relaxation"
+        elif E_HULL in row and row[E_HULL] is not None and math.isfinite(float(row[E_HULL])):
             c.e_hull, c.e_hull_source = float(row[E_HULL]), "oracle"
         elif int(row["id"]) in rechecked:
             c.e_hull, c.e_hull_source = rechecked[int(row["id"])], "recheck (relaxed)"
-        try:
-            c.structure = Crystal.from_cif(str(row["cif"])).to_structure()
+        try:  # the structure the properties refer to: the relaxed one when the loop relaxed
+            c.structure = Crystal.from_cif(relaxed or str(row["cif"])).to_structure()
         except Exception as exc:  # noqa: BLE001 - one unreadable record never stops the report
             c.error = f"CIF not readable ({type(exc).__name__}: {exc})"
             out.append(c)
@@ -276,26 +286,32 @@ def _candidate_html(index: int, run: Run, cands: list[Candidate]) -> str:
         return head + "<p>No valid crystal yet.</p>"
     n_hits = sum(c.row.get("hit") == 1 for c in cands)
     props = [axis_label(p, run.units.get(p, "")) for p in run.properties]
-    header = ["rank", "formula", "hit", "space group", *props, "E_hull (eV/atom)", "reward", "iteration", "CIF"]
+    relaxing = any(c.relaxed_cif for c in cands)
+    extra = ["energy drop (eV/atom)", "RMSD (Å)"] if relaxing else []
+    header = ["rank", "formula", "hit", "space group", *props, "E_hull (eV/atom)", *extra, "reward", "iteration", "CIF"]
     rows, cards = [], []
     for c in cands:
         e_hull = fmt_value(c.e_hull, ".3f", none="-")
         if c.e_hull_source:
             e_hull += f' <span class="note">({_e(c.e_hull_source)})</span>'
-        links = _link(c.p1_cif, "P1") + (" · " + _link(c.sym_cif, "symmetrised") if c.sym_cif else "")
+        links = _link(c.p1_cif, "P1 (generated)" if relaxing else "P1")
+        links += " · " + _link(c.relaxed_cif, "relaxed") if c.relaxed_cif else ""
+        links += " · " + _link(c.sym_cif, "symmetrised") if c.sym_cif else ""
+        moved = [_e(fmt_value(c.row.get(k), ".3f", none="-")) for k in ("relax_energy_drop", "relax_rmsd")]
         notes = "; ".join(filter(None, [c.error, c.sym.note if c.sym else ""]))
         links += f' <span class="note">{_e(notes)}</span>' if notes else ""
         sg = _e(c.sym.label if c.sym else "?")
         hit = '<span class="hit">yes</span>' if c.row.get("hit") == 1 else ""
         values = [_e(fmt_value(c.row.get(p), ".4g")) for p in run.properties]
-        rows.append([str(c.rank), _e(c.row["formula"]), hit, sg, *values, e_hull, _e(fmt_value(c.row["reward"], ".3f")),
-                     str(int(c.row["iteration"])), links])  # fmt: skip
+        rows.append([str(c.rank), _e(c.row["formula"]), hit, sg, *values, e_hull, *(moved if relaxing else []),
+                     _e(fmt_value(c.row["reward"], ".3f")), str(int(c.row["iteration"])), links])  # fmt: skip
         if c.structure is None:
             continue
         vid = f"viewer-{index}-{c.rank}"
         fig = structure_figure(c.structure)
         cards.append(
-            f'<div class="card"><h4>#{c.rank} {_e(c.row["formula"])} — {sg}{" — hit" * (c.row.get("hit") == 1)}</h4>'
+            f'<div class="card"><h4>#{c.rank} {_e(c.row["formula"])} — {sg}{" — hit" * (c.row.get("hit") == 1)}'
+            f"{' (relaxed)' * bool(c.relaxed_cif)}</h4>"
             f'<div class="structure-viewer" id="{vid}" data-run="{_e(run.name)}" data-rank="{c.rank}">'
             f'<div class="structure-plot" data-figure="{vid}-data"></div></div>{_figure_json(vid + "-data", fig)}</div>'
         )
