@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--method",
         default=DEFAULT_METHOD,
-        help="matinvent (default: the paper's Eq. 17 with our stabilisers; level with weighted-denoising on"
+        help="matinvent (default: Eq. 17 of the paper with our stabilisers, --preset paper for Eq. 17 as written; level"
+        " with weighted-denoising on"
         " evaluations per hit in benchmarks/rl_tasks.py, more diverse) | weighted-denoising (MatInvent as its"
         " official code trains; 2-3x cheaper per iteration) | reinforce | hill-climb | prior",
     )
@@ -201,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="run folder (memory.sqlite, metrics.csv, checkpoint.pt, summary.json)")
     q.add_argument("--resume", action="store_true", help="continue the run in --out (after a crash or kill)")
     q.add_argument("--config", help="YAML with optimisation settings (see configs/optimize.yaml)")
+    q.add_argument(
+        "--preset",
+        choices=["paper"],
+        help="paper: the paper's Eq. 17 exactly (whole batch, summed log-probs over all steps, r as weight, no"
+        " stabilisers) with the official code's beta, lambda, lr, replay and diversity filter; --config keys"
+        " override it (docs/rl-settings.md)",
+    )
     q.add_argument("--prior", help="prior checkpoint folder or bundled name (default mp20_masked)")
     q.add_argument("--device", help="cpu or cuda (default: the config's 'device', cpu)")
     q.add_argument("--threads", type=int, help="torch CPU threads (default: the config's 'threads', 0 = torch default)")
