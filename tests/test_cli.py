@@ -64,7 +64,7 @@ def nacl(a: float) -> Crystal:
 def test_evaluate_stability_runs_on_physically_valid_crystals(tmp_path, monkeypatch, capsys):
     calls = {}
 
-    def stability_metrics(structures, *, n, seed=0, hull=None, training=None, progress=True):
+    def stability_metrics(structures, *, n, seed=0, hull=None, training=None, progress=True, relaxer=None):
         calls.update(lattices=[s.lattice.a for s in structures], n=n, seed=seed, hull=hull, training=training)
         rows = [{"index": len(structures) - 1, "formula": "NaCl", "e_above_hull": 0.05, "stable": True}]
         return {"n_selected": 1.0, "sun_rate": 0.25}, rows
@@ -83,7 +83,9 @@ def test_evaluate_stability_runs_on_physically_valid_crystals(tmp_path, monkeypa
     assert main([*args, "--save-detailed", str(detailed)]) == 0
     assert calls["lattices"] == pytest.approx([3.3, 3.6, 3.9]) and calls["n"] == 2 and calls["seed"] == 5
     assert calls["hull"] == str(hull) and calls["training"] is None
-    assert json.loads((folder / "evaluation.json").read_text())["stability"] == {"n_selected": 1.0, "sun_rate": 0.25}
+    stability = json.loads((folder / "evaluation.json").read_text())["stability"]
+    assert stability == {"n_selected": 1.0, "sun_rate": 0.25, "engine": stability["engine"]}
+    assert stability["engine"] in ("batched", "ase")  # auto: batched where torch-sim is installed
     assert "stability.sun_rate" in capsys.readouterr().out
     df = pd.read_csv(detailed)
     assert list(df["id"]) == ["a", "b", "c", "d"]

@@ -121,7 +121,7 @@ def test_from_dict_builds_nested_dataclasses():
     assert dataclasses.is_dataclass(cfg.model) and cfg.model.hidden == 8 and cfg.train.seed == 3
 
 
-RL_CONFIGS = ("optimize.yaml", "rl_benchmark.yaml", "align.yaml")
+RL_CONFIGS = ("optimize.yaml", "rl_benchmark.yaml", "align.yaml", "paper.yaml")
 
 
 @pytest.mark.parametrize(

@@ -66,3 +66,15 @@ def test_a_paper_run_trains_on_every_crystal_over_every_step_and_records_the_pre
         np.testing.assert_array_equal(adv, rewards)  # r itself is the PG weight (no baseline)
     config = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
     assert config["preset"] == "paper" and config["topk_ratio"] == 1.0 and config["logp_reduce"] == "sum"
+
+
+def test_the_cli_flag_and_the_shipped_file_give_the_same_config(monkeypatch):
+    from pathlib import Path
+
+    from matinvent.cli.parser import build_parser
+
+    args = build_parser().parse_args(["optimize", "--task", "density", "--budget", "1", "--out", "x", "--rl-preset",
+                                      "paper", "--preset", "no-radioactive"])  # fmt: skip
+    assert args.rl_preset == "paper" and args.preset == "no-radioactive"  # the constraint preset is another flag
+    shipped = load_rl_config(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
+    assert dataclasses.asdict(shipped) == dataclasses.asdict(load_rl_config(None, preset=args.rl_preset))

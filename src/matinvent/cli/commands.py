@@ -186,7 +186,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from matinvent.rl.loop import check_method
 
     check_method(args.method)
-    cfg = load_rl_config(args.config, preset=args.preset)
+    cfg = load_rl_config(args.config, preset=args.rl_preset)
     for key in ("prior", "device", "threads", "relax", "stability", "executor", "scheduler", "workers"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))

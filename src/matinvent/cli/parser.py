@@ -192,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--method",
         default=DEFAULT_METHOD,
-        help="matinvent (default: Eq. 17 of the paper with our stabilisers, --preset paper for Eq. 17 as written; level"
-        " with weighted-denoising on"
+        help="matinvent (default: Eq. 17 of the paper with our stabilisers, --rl-preset paper for Eq. 17 as"
+        " written; level with weighted-denoising on"
         " evaluations per hit in benchmarks/rl_tasks.py, more diverse) | weighted-denoising (MatInvent as its"
         " official code trains; 2-3x cheaper per iteration) | reinforce | hill-climb | prior",
     )
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--resume", action="store_true", help="continue the run in --out (after a crash or kill)")
     q.add_argument("--config", help="YAML with optimisation settings (see configs/optimize.yaml)")
     q.add_argument(
-        "--preset",
+        "--rl-preset",
         choices=["paper"],
         help="paper: the paper's Eq. 17 exactly (whole batch, summed log-probs over all steps, r as weight, no"
         " stabilisers) with the official code's beta, lambda, lr, replay and diversity filter; --config keys"
