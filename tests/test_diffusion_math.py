@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
+from scipy.integrate import IntegrationWarning
 from torch.distributions import Normal, kl_divergence
+from wrapped_normal_ref import wrapped_normal_kl_quad
 
 from matinvent.diffusion import (
     CosineBetaSchedule,
@@ -16,6 +18,7 @@ from matinvent.diffusion import (
     respaced_timesteps,
     wrap,
     wrap_centered,
+    wrapped_normal_kl_same_std,
     wrapped_normal_log_prob,
     wrapped_normal_score,
     wrapped_normal_score_norm,
@@ -115,6 +118,107 @@ def test_score_norm_large_sigma_is_below_gaussian_value():
     norm = wrapped_normal_score_norm(torch.tensor([0.5, 1.0], dtype=f64))
     assert float(norm[0]) < 0.8 / 0.5**2
     assert float(norm[1]) < 0.01
+
+
+# --- wrapped-normal KL ------------------------------------------------------------------------------
+# σ of the sampler's F sub-steps (defaults σ_1 = 0.005, σ_T = 0.5, step_lr = 1e-5, T = 1000): the corrector's
+# √(2 step_lr) σ_t/σ_1 runs over [0.0045, 0.447]; the predictor's over [4.8e-4, 0.048] with all 1000 steps and
+# [0.0028, 0.233] with 25. 0.0499/0.05 straddle the switch between the function's two forms.
+SAMPLER_SIGMAS = [4.8e-4, 2.8e-3, 4.47e-3, 0.02, 0.0499, 0.05, 0.1, 0.233, 0.447]
+WIDE_SIGMAS = [0.6, 0.8, pytest.param(1.0, marks=pytest.mark.filterwarnings("ignore", category=IntegrationWarning))]
+MEAN_DIFFS = [0.003, 0.05, 0.2, 0.45, 0.499, 0.5, -0.31, 1.27]  # 1.27 and −0.31: wrapped by the function
+
+
+def kl64(delta: float, sigma: float, base: float = 0.83) -> float:
+    mean_q = torch.tensor(base, dtype=f64)
+    return float(wrapped_normal_kl_same_std(mean_q + delta, mean_q, sigma))
+
+
+@pytest.mark.parametrize("sigma", SAMPLER_SIGMAS + WIDE_SIGMAS)
+def test_wrapped_normal_kl_matches_quadrature(sigma):
+    """Against ∫ p log(p/q) over a period (scipy quad, numpy image sums): KL from 1e-21 (σ = 1) to 5e5 (σ = 5e-4)."""
+    for delta in MEAN_DIFFS:
+        expected = wrapped_normal_kl_quad(0.83 + delta, 0.83, sigma)
+        assert kl64(delta, sigma) == pytest.approx(expected, rel=1e-6), delta
+
+
+@pytest.mark.parametrize("sigma", [4.8e-4, 4.47e-3, 0.02, 0.049])
+def test_wrapped_normal_kl_is_the_gaussian_kl_of_the_wrapped_difference_for_small_sigma(sigma):
+    """Up to a few σ short of |δ| = ½ the other images of q weigh nothing: torch's Gaussian KL of the wrapped δ."""
+    mean_q = torch.linspace(-1.5, 1.5, 41, dtype=f64)
+    delta = torch.linspace(-(0.5 - 8 * sigma), 0.5 - 8 * sigma, 41, dtype=f64)
+    zero = torch.zeros_like(delta)
+    expected = kl_divergence(Normal(delta, sigma), Normal(zero, sigma))
+    got = wrapped_normal_kl_same_std(mean_q + delta + 3.0, mean_q, sigma)  # + 3 periods
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-300)
+    # right at ½ the second image of q does count: the KL is below the Gaussian value
+    half = torch.tensor([0.5], dtype=f64)
+    assert float(wrapped_normal_kl_same_std(half, zero[:1], sigma)) < 0.999 * 0.125 / sigma**2
+
+
+def test_gaussian_kl_of_the_wrapped_difference_overstates_wide_wrapped_normals():
+    """The former F-term KL: ≈170× too large at the first corrector step (σ = 0.447), 1.0001× at σ = 0.1."""
+    for sigma, low, high in ((0.447, 150.0, 250.0), (0.1, 1.0, 1.001)):
+        for delta in (0.01, 0.05):
+            gaussian = float(gaussian_kl_same_std(wrap_centered(torch.tensor(delta, dtype=f64)), 0.0, sigma))
+            exact = wrapped_normal_kl_quad(delta, 0.0, sigma)
+            assert low < gaussian / exact < high
+            assert kl64(delta, sigma, base=0.0) == pytest.approx(exact, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+def test_wrapped_normal_kl_is_zero_at_equal_means_and_positive_elsewhere(dtype):
+    gen = torch.Generator().manual_seed(6)
+    mean_q = (4.0 * torch.rand(500, generator=gen, dtype=f64) - 2.0).to(dtype)
+    tiny = torch.logspace(-9, -2, 100, dtype=f64)
+    delta = torch.cat([tiny, -tiny, torch.linspace(-0.5, 0.5, 300, dtype=f64)]).to(dtype)
+    for sigma in SAMPLER_SIGMAS + [0.6, 1.0]:
+        assert torch.equal(wrapped_normal_kl_same_std(mean_q, mean_q, sigma), torch.zeros_like(mean_q))
+        kl = wrapped_normal_kl_same_std(delta, torch.zeros_like(delta), sigma)
+        assert torch.all(kl[delta != 0] > 0), sigma
+
+
+def test_wrapped_normal_kl_is_even_and_periodic_in_the_mean_difference():
+    gen = torch.Generator().manual_seed(8)
+    delta = torch.rand(300, generator=gen, dtype=f64) - 0.5
+    zero = torch.zeros_like(delta)
+    for sigma in SAMPLER_SIGMAS + [0.6, 1.0]:
+        kl = wrapped_normal_kl_same_std(delta, zero, sigma)
+        torch.testing.assert_close(wrapped_normal_kl_same_std(-delta, zero, sigma), kl, rtol=1e-12, atol=0.0)
+        shifted = wrapped_normal_kl_same_std(delta + 2.25, torch.full_like(delta, -0.75), sigma)  # δ + 3
+        torch.testing.assert_close(shifted, kl, rtol=1e-9, atol=0.0)  # δ + 3 − 3 loses ~1e-15 of δ
+
+
+@pytest.mark.parametrize("sigma", [0.02, 0.447])
+def test_wrapped_normal_kl_in_float32_agrees_with_float64(sigma):
+    delta = torch.linspace(-0.5, 0.5, 201, dtype=f64)
+    kl = wrapped_normal_kl_same_std(delta, torch.zeros_like(delta), sigma)
+    kl32 = wrapped_normal_kl_same_std(delta.float(), torch.zeros(201), sigma)
+    assert kl32.dtype == torch.float32
+    torch.testing.assert_close(kl32.double(), kl, rtol=1e-5, atol=0.0)
+
+
+def test_wrapped_normal_kl_tensor_std_broadcasts():
+    gen = torch.Generator().manual_seed(7)
+    mean_p, mean_q = torch.rand(5, 3, generator=gen, dtype=f64), torch.rand(5, 3, generator=gen, dtype=f64)
+    std = torch.tensor([4.8e-4, 0.02, 0.05, 0.2, 0.447], dtype=f64).view(-1, 1)  # both forms in one call
+    kl = wrapped_normal_kl_same_std(mean_p, mean_q, std)
+    for i in range(5):
+        assert torch.equal(kl[i], wrapped_normal_kl_same_std(mean_p[i], mean_q[i], float(std[i])))
+
+
+@pytest.mark.parametrize("sigma", [4.8e-4, 0.02, 0.0499, 0.05, 0.233, 0.447])
+def test_wrapped_normal_kl_gradcheck(sigma):
+    """Autograd in both means agrees with finite differences, in both forms and near |δ| = ½ too."""
+    delta = torch.tensor([0.0013, -0.04, 0.21, -0.37, 0.4999, 0.52], dtype=f64)
+    mean_q = torch.tensor([0.1, 0.9, -0.3, 0.5, 1.7, 0.0], dtype=f64)
+    args = ((mean_q + delta).requires_grad_(True), mean_q.clone().requires_grad_(True))
+
+    def f(mean_p, mean_q):
+        return wrapped_normal_kl_same_std(mean_p, mean_q, sigma)
+
+    scale = float(f(*args).detach().abs().max())
+    assert torch.autograd.gradcheck(f, args, eps=1e-6 * sigma, atol=1e-7 * scale)
 
 
 # --- Gaussian ------------------------------------------------------------------------------------------

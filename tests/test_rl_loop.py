@@ -126,6 +126,51 @@ def test_memory_and_summary_contents(full_run):
     assert (out / "agent" / "model.safetensors").exists()
 
 
+class Rising(Oracle):
+    """Toy property: the k-th structure it evaluates scores k (k = 1, 2, …), whatever it is."""
+
+    name, unit = "rank", ""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def evaluate(self, structures):
+        start, self.calls = self.calls, self.calls + len(structures)
+        return [float(k) for k in range(start + 1, self.calls + 1)]
+
+
+def test_replayed_crystals_enter_the_update_with_their_filtered_reward(tiny_prior, tmp_path, monkeypatch):
+    """Eq. 18: replay keeps the diversity-filtered reward. Every crystal gets one formula, so the filter damps each
+    by (1 − Occ/100); the rising oracle (reward k/20) makes the latest, damped crystal the buffer's best each time."""
+    from matinvent.rl.methods import MatInvent
+
+    task = task_from_dict({"name": "rank", "properties": {"rank": {"target": "above", "threshold": 20, "ramp": 20}}})
+    update, policy_step = MatInvent.update, MatInvent.policy_step
+    keys, used = [], []  # replayed entries' keys per update; (key, reward the update trained them with)
+
+    def spy_update(self, rollout, replay):
+        keys[:] = [e.key for e, _ in replay]
+        return update(self, rollout, replay)
+
+    def spy_policy_step(self, trajs, rewards, adv, use_kl, replayed=None, epochs=None):
+        used.extend(zip(keys, np.asarray(rewards)[np.asarray(replayed, dtype=bool)], strict=True))
+        return policy_step(self, trajs, rewards, adv, use_kl, replayed, epochs)
+
+    monkeypatch.setattr("matinvent.rl.trainer.formula_of", lambda crystal: "X")
+    monkeypatch.setattr(MatInvent, "update", spy_update)
+    monkeypatch.setattr(MatInvent, "policy_step", spy_policy_step)
+    scorer = Scorer(task, oracles={"rank": Rising()})
+    optimize(
+        task, "matinvent", 18, 0, tmp_path, config(tiny_prior, df_tol=0, df_buff=100), scorer=scorer, progress=False
+    )
+    memory = read_memory(tmp_path).set_index(["iteration", "idx"])
+    assert len(used) >= 2  # every update after the first replays the one entry
+    for key, reward in used:
+        row = memory.loc[tuple(int(part) for part in key.split("_"))]
+        assert reward == pytest.approx(row["filtered_reward"], rel=1e-12)
+        assert row["filtered_reward"] < 0.99 * row["reward"]  # damped: raw and filtered really differ here
+
+
 def test_budget_is_never_exceeded(tiny_prior, tmp_path):
     summary, oracle = run(tiny_prior, tmp_path / "r", budget=8)
     assert summary["evaluations"] == 8 == oracle.calls

@@ -56,6 +56,18 @@ def test_advantage_normalize_of_equal_rewards_is_zero():
     np.testing.assert_array_equal(out, [0.0, 0.0])
 
 
+def test_advantage_normalize_of_an_all_equal_batch_keeps_a_replayed_reward_above_it():
+    """No std to divide by: r − mean, clipped, so a replayed 0.8 against an all-zero batch still pushes."""
+    r = np.array([0.0, 0.0, 0.8])  # two batch crystals, then a replayed one
+    np.testing.assert_array_equal(advantages(r, np.zeros(6), "normalize"), [0.0, 0.0, 0.8])
+    np.testing.assert_array_equal(advantages(r, np.zeros(6), "normalize", clip=0.5), [0.0, 0.0, 0.5])
+    # the mean of seven 0.1s is 0.1 − 1.4e-17: equal up to rounding still gets exactly 0
+    ref = np.full(7, 0.1)
+    out = advantages(np.r_[ref[:2], 0.05], ref, "normalize")
+    np.testing.assert_array_equal(out[:2], [0.0, 0.0])
+    assert out[2] == pytest.approx(-0.05, rel=1e-12)
+
+
 # --- policy_loss ----------------------------------------------------------------------------------
 def test_policy_loss_without_old_log_probs_is_minus_a_logp():
     logp = torch.tensor([-3.0, 2.0, 0.5])

@@ -14,7 +14,7 @@ from matinvent.rl.config import RLConfig, validate
 from matinvent.rl.diversity import DiversityFilter
 from matinvent.rl.methods import MatInvent, top_indices
 from matinvent.rl.metrics import RunningMetrics
-from matinvent.rl.replay import ReplayBuffer
+from matinvent.rl.replay import ReplayBuffer, ReplayEntry
 from matinvent.rl.trajectories import CrystalTrajectory, split_trajectory, stack_step
 
 
@@ -72,6 +72,29 @@ def test_replay_buffer_rules(tmp_path):
     restored = ReplayBuffer(tmp_path / "replay")
     restored.load_state_dict(buf.state_dict())
     assert restored.entries == buf.entries and restored.size == 3
+
+
+def test_replay_buffer_admits_ranks_and_replays_by_the_filtered_reward(tmp_path):
+    """Eq. 18: an entry keeps the reward the diversity filter gave its crystal, and that is what counts."""
+    formulas, raw = ["NaCl", "NaCl", "MgO"], [0.3, 0.9, 0.95]
+    filtered = DiversityFilter(tol=0, buff=3)(formulas, raw)  # the second NaCl is damped to 0.9 · 2/3
+    np.testing.assert_allclose(filtered, [0.3, 0.6, 0.95])
+    buf = ReplayBuffer(tmp_path / "replay", size=2, min_reward=0.1)
+    for i, (f, r, fr) in enumerate(zip(formulas, raw, filtered, strict=True)):
+        assert buf.add(f"k{i}", f, r, _traj(i), fr)  # the damped NaCl (0.6) still beats the first one (0.3)
+    kept = {f: (e.key, e.reward, e.filtered_reward) for f, e in buf.entries.items()}
+    assert kept == {"NaCl": ("k1", 0.9, pytest.approx(0.6)), "MgO": ("k2", 0.95, 0.95)}
+    assert not buf.add("k3", "KCl", 0.9, _traj(3), 0.05)  # raw reward high, filtered one not above min_reward
+    assert buf.add("k4", "LiF", 0.7, _traj(4), 0.7)  # full: evicts NaCl (filtered 0.6), though its raw 0.9 is higher
+    drawn = buf.sample(5, np.random.default_rng(0))
+    assert sorted((e.formula, e.filtered_reward) for e, _ in drawn) == [("LiF", 0.7), ("MgO", 0.95)]
+    restored = ReplayBuffer(tmp_path / "replay")
+    restored.load_state_dict(buf.state_dict())
+    assert restored.entries == buf.entries
+    # a buffer checkpointed before filtered rewards were kept replays the raw reward it held
+    old = {"size": 2, "min_reward": 0.1, "entries": [{"key": "k4", "formula": "LiF", "reward": 0.7}]}
+    restored.load_state_dict(old)
+    assert restored.entries == {"LiF": ReplayEntry(key="k4", formula="LiF", reward=0.7, filtered_reward=0.7)}
 
 
 def test_running_metrics_burden_and_diversity():
@@ -221,6 +244,30 @@ def test_rejected_pg_zero_puts_gated_out_crystals_in_the_update_at_reward_zero(w
     assert losses["zero"] != pytest.approx(losses["skip"], rel=1e-3)
     with pytest.raises(ConfigError, match="rejected_pg"):
         validate(RLConfig(rejected_pg="negative"))
+
+
+def test_normalized_baseline_of_an_all_zero_batch_still_pushes_towards_a_replayed_crystal(with_prior):
+    """A hard task: nothing in the batch scores (std 0), one replayed crystal has filtered reward 0.8 (raw 0.9).
+    Its PG weight is 0.8 − 0 (no std to divide by), its KL weight λ − 0.8; the batch's PG weights are 0."""
+    from matinvent.prior.likelihood import transition_kl
+    from matinvent.rl.methods import Rollout
+
+    model, prior, trajs, ts = with_prior
+    zero = np.zeros(3)
+    rollout = Rollout(trajs, [None] * 3, list("ABC"), np.ones(3, dtype=bool), zero, zero, list("abc"))
+    replay = [(ReplayEntry(key="r", formula="X", reward=0.9, filtered_reward=0.8), trajs[1])]
+    cfg = RLConfig(logp_reduce="sum", kl_steps=0, alpha=0.7, beta=0.3, lam=1.1, topk_ratio=1.0, baseline="normalize")
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = MatInvent(cfg, model, prior, ts, opt, torch.Generator().manual_seed(0)).update(rollout, replay)
+    rows = trajs + trajs[1:2]  # the batch in top-k order (all tied at 0: by index), then the replayed one
+    with torch.no_grad():
+        logp = sum(transition_log_prob(model, *stack_step(rows, s, ts)) for s in range(len(ts)))
+        kl = sum(transition_kl(model, prior, *stack_step(rows, s, ts)) for s in range(len(ts)))
+    r = torch.tensor([0.0, 0.0, 0.0, 0.8], dtype=logp.dtype)
+    expected = (-0.7 * r * logp + 0.3 * (1.1 - r) * kl).mean()  # A = r here
+    assert stats["loss"] == pytest.approx(float(expected), rel=1e-5)
+    without_pg = (0.3 * (1.1 - r) * kl).mean()  # what a zeroed advantage would give
+    assert stats["loss"] != pytest.approx(float(without_pg), rel=1e-3)
 
 
 def test_pg_components_restrict_the_policy_gradient_to_the_chosen_log_prob_terms(with_prior):

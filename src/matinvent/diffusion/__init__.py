@@ -9,6 +9,7 @@ from matinvent.diffusion.schedules import CosineBetaSchedule, DDPMStep, Geometri
 from matinvent.diffusion.wrapped_normal import (
     wrap,
     wrap_centered,
+    wrapped_normal_kl_same_std,
     wrapped_normal_log_prob,
     wrapped_normal_score,
     wrapped_normal_score_norm,
@@ -27,6 +28,7 @@ __all__ = [
     "respaced_timesteps",
     "wrap",
     "wrap_centered",
+    "wrapped_normal_kl_same_std",
     "wrapped_normal_log_prob",
     "wrapped_normal_score",
     "wrapped_normal_score_norm",

@@ -106,11 +106,11 @@ class Method:
         self, rollout: Rollout, replay, mask: np.ndarray | None = None
     ) -> tuple[list[CrystalTrajectory], np.ndarray, np.ndarray]:
         """The top ``topk_ratio`` of ``mask`` (default: the evaluated crystals) by filtered reward, plus the
-        replayed crystals (flagged)."""
+        replayed crystals (flagged), each with its filtered reward (Eq. 18)."""
         k = math.ceil(self.cfg.topk_ratio * len(rollout.crystals))
         top = top_indices(rollout.filtered, rollout.evaluated if mask is None else mask, k)
         trajs = [rollout.trajectories[i] for i in top] + [t for _, t in replay]
-        rewards = np.array([rollout.filtered[i] for i in top] + [e.reward for e, _ in replay], dtype=np.float64)
+        rewards = np.array([rollout.filtered[i] for i in top] + [e.filtered_reward for e, _ in replay], np.float64)
         replayed = np.arange(len(trajs)) >= len(top)
         return trajs, rewards, replayed
 

@@ -4,8 +4,8 @@ For a trajectory with (filtered) reward r the paper's loss at one reverse step i
 
     −α·r·log p_θ(M_{t−1} | M_t) + β·(λ − r)·KL(p_θ ‖ p_prior)(M_t)
 
-summed over the stochastic components F_corr, F, L, A. The switches of :class:`RLConfig`
-(defaults = the paper) change it as follows:
+summed over the stochastic components F_corr, F, L, A. The switches of :class:`RLConfig` change it
+as follows (each at its paper value under ``preset: paper``; the defaults are ours, docs/rl-settings.md):
 
 - ``logp_reduce: mean`` — each component's log-prob and KL is divided by its dimension count
   (3·n for F_corr and F, 9 for L, n for masked types, n·K for Gaussian one-hots of width K), so
@@ -13,8 +13,8 @@ summed over the stochastic components F_corr, F, L, A. The switches of :class:`R
 - ``sigma_floor`` — every Gaussian σ used in log-probs and KLs is at least this value, which
   bounds the 1/σ² blow-up of the near-deterministic last steps;
 - ``baseline`` — the advantage A in place of r: ``none`` (A = r), ``batch`` (A = r − mean) or
-  ``normalize`` (A = (r − mean)/std, clipped to ±``adv_clip``), mean/std over the batch's
-  evaluated crystals;
+  ``normalize`` (A = (r − mean)/std, clipped to ±``adv_clip``; r − mean, clipped, when the batch's
+  rewards are all equal), mean/std over the batch's evaluated crystals;
 - ``ppo_clip`` ε > 0 — the PG term becomes PPO's −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A) with
   ρ = exp(log p_θ − log p_old), log p_old stored when the trajectory was sampled (so several
   inner epochs per batch stay sound); ``replay_pg`` says how replayed trajectories enter the PG;
@@ -93,23 +93,30 @@ def _type_dims(p: TransitionParams) -> int:
     return p.mean_A.shape[-1] if p.mean_A is not None else 1
 
 
+REWARD_TIE = 1e-8  # reward differences (and a batch std) below this count as none
+
+
 def advantages(rewards: np.ndarray, reference: np.ndarray, mode: str, clip: float = 5.0) -> np.ndarray:
     """The PG weight of each trajectory: r (``none``), r − mean (``batch``), (r − mean)/std clipped (``normalize``).
 
-    ``reference`` are the batch's evaluated (filtered) rewards that define mean and std.
+    ``reference`` are the batch's evaluated (filtered) rewards that define mean and std; ``rewards``
+    may hold more than those (replayed crystals). With ``normalize`` and a batch of equal rewards
+    (std < 1e-8) there is no scale to divide by: the weight is then r − mean, clipped to ±``clip``,
+    so the batch's own crystals get 0 but a replayed crystal above the batch (say 0.8 against an
+    all-zero batch) still gets a positive weight.
     """
     rewards = np.asarray(rewards, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64)
     if mode == "none" or len(ref) == 0:
         return rewards
-    mean = float(ref.mean())
+    centred = rewards - float(ref.mean())
     if mode == "batch":
-        return rewards - mean
+        return centred
     if mode == "normalize":
         std = float(ref.std())
-        if std < 1e-8:
-            return np.zeros_like(rewards)  # all rewards equal: no direction to push
-        return np.clip((rewards - mean) / std, -clip, clip)
+        if std < REWARD_TIE:
+            return np.clip(np.where(np.abs(centred) < REWARD_TIE, 0.0, centred), -clip, clip)
+        return np.clip(centred / std, -clip, clip)
     raise ValueError(f"unknown baseline mode {mode!r}")
 
 

@@ -1,10 +1,13 @@
 """Experience replay: the best crystals so far (one per reduced formula) with their trajectories.
 
-Entries with reward ≤ ``min_reward`` are not admitted; a formula already present keeps its best
-entry; when full, the lowest reward is evicted. Each iteration ``sample`` draws up to ``n``
-entries uniformly without replacement to join the update. Trajectories live in files named by
-entry key under the run's ``replay/`` folder, so checkpointing the buffer writes only its index;
-files of dropped entries are deleted only after the next checkpoint (``collect_garbage``).
+As in the paper (Eq. 18) an entry keeps the diversity-filtered reward its crystal got when it was
+evaluated; that reward ranks the buffer and is the one replayed into the update (the raw reward
+is kept alongside). Entries with filtered reward ≤ ``min_reward`` are not admitted; a formula
+already present keeps its best entry; when full, the lowest is evicted. Each iteration ``sample``
+draws up to ``n`` entries uniformly without replacement to join the update. Trajectories live in
+files named by entry key under the run's ``replay/`` folder, so checkpointing the buffer writes
+only its index; files of dropped entries are deleted only after the next checkpoint
+(``collect_garbage``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from matinvent.rl.trajectories import CrystalTrajectory
 class ReplayEntry:
     key: str  # unique id, also the trajectory file stem
     formula: str
-    reward: float
+    reward: float  # as scored
+    filtered_reward: float  # after the diversity filter: what the buffer ranks and replays
 
 
 class ReplayBuffer:
@@ -35,23 +39,32 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def add(self, key: str, formula: str, reward: float, trajectory: CrystalTrajectory) -> bool:
-        """Offer a crystal; returns whether it entered the buffer."""
-        if self.size == 0 or not reward > self.min_reward:
+    def add(
+        self,
+        key: str,
+        formula: str,
+        reward: float,
+        trajectory: CrystalTrajectory,
+        filtered_reward: float | None = None,
+    ) -> bool:
+        """Offer a crystal with its raw and filtered reward (None: no filter, the raw one); returns whether it
+        entered the buffer."""
+        filtered = float(reward if filtered_reward is None else filtered_reward)
+        if self.size == 0 or not filtered > self.min_reward:
             return False
         old = self.entries.get(formula)
-        if old is not None and old.reward >= reward:
+        if old is not None and old.filtered_reward >= filtered:
             return False
         if old is None and len(self.entries) >= self.size:
-            worst = min(self.entries.values(), key=lambda e: (e.reward, e.key))
-            if worst.reward >= reward:
+            worst = min(self.entries.values(), key=lambda e: (e.filtered_reward, e.key))
+            if worst.filtered_reward >= filtered:
                 return False
             self._remove(worst.formula)
         if old is not None:
             self._remove(formula)
         self.dir.mkdir(parents=True, exist_ok=True)
         trajectory.save(self.dir / f"{key}.safetensors")
-        self.entries[formula] = ReplayEntry(key=key, formula=formula, reward=float(reward))
+        self.entries[formula] = ReplayEntry(key=key, formula=formula, reward=float(reward), filtered_reward=filtered)
         return True
 
     def purge(self, formulas: set[str]) -> None:
@@ -87,4 +100,5 @@ class ReplayBuffer:
 
     def load_state_dict(self, state: dict) -> None:
         self.size, self.min_reward = int(state["size"]), float(state["min_reward"])
-        self.entries = {e["formula"]: ReplayEntry(**e) for e in state["entries"]}
+        # buffers saved before filtered rewards were kept hold the raw reward only: replay that, as they did
+        self.entries = {e["formula"]: ReplayEntry(**{"filtered_reward": e["reward"], **e}) for e in state["entries"]}

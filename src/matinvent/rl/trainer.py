@@ -237,7 +237,7 @@ class RLTrainer:
         stats = self.runner.update(rollout, replayed) if self.runner.trains else {}
         if self.runner.uses_replay:
             for i in np.flatnonzero(evaluated):
-                self.replay.add(keys[i], formulas[i], float(reward[i]), trajs[i])
+                self.replay.add(keys[i], formulas[i], float(reward[i]), trajs[i], float(filtered[i]))
             self.replay.purge(self.dfilter.saturated())
         self.iteration += 1
         return self._row(k, valid, keep, n_keep, evaluated, reward, filtered, props, trajs, stats)
