@@ -407,3 +407,30 @@ def test_ppo_ratio_moves_off_one_in_later_epochs(make_model):
     # the first epoch clips nothing (see above), so the clipping comes from the updated agent's live ratio
     assert stats["clip_frac"] > 0
     assert float((ratios(model, trajs, ts, cfg) - 1).abs().max()) > 0.2
+
+
+def test_dual_clip_bounds_a_negative_advantage_and_stops_its_gradient():
+    logp_old = torch.tensor([0.0, 0.0], dtype=torch.float64)
+    logp = torch.tensor([math.log(5.0), math.log(2.0)], dtype=torch.float64, requires_grad=True)
+    adv = torch.tensor([-2.0, -2.0], dtype=torch.float64)
+    loss, ratio = policy_loss(logp, adv, logp_old, clip=0.2)
+    # ρ = 5: −min(−10, −2.4) = 10, bounded by −3·A = 6; ρ = 2 < 3: PPO's 4, gradient −ρA = 4
+    torch.testing.assert_close(loss.detach(), torch.tensor([6.0, 4.0], dtype=torch.float64))
+    loss.sum().backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([0.0, 4.0], dtype=torch.float64))
+
+
+def test_the_ratio_is_the_true_likelihood_ratio_when_log_probs_are_per_dimension_means():
+    # 30 dimensions: the per-dimension mean moved by 0.1 nat, the summed log-prob (the true one) by 3 nats
+    dims = 30.0
+    old_sum = torch.tensor([-60.0, -60.0], dtype=torch.float64)
+    now_sum = (old_sum + torch.tensor([3.0, 0.09], dtype=torch.float64)).requires_grad_(True)
+    now_mean = now_sum / dims
+    adv = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    loss, ratio = policy_loss(now_mean, adv, old_sum, clip=0.2, ratio_logp=now_sum)
+    torch.testing.assert_close(ratio, torch.tensor([math.exp(3.0), math.exp(0.09)], dtype=torch.float64))
+    loss.sum().backward()
+    # row 0: ρ = e³ ≫ 1.2 with A > 0: clipped, no gradient (exp of the mean difference, e^0.1, would not clip);
+    # row 1: inside, gradient −ρA through the per-dimension mean: −e^0.09 / 30 on the summed log-prob
+    torch.testing.assert_close(now_sum.grad, torch.tensor([0.0, -math.exp(0.09) / dims], dtype=torch.float64))
+    torch.testing.assert_close(loss.detach(), -torch.minimum(ratio, torch.clamp(ratio, 0.8, 1.2)) * adv)

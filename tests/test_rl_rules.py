@@ -297,3 +297,30 @@ def test_pg_components_restrict_the_policy_gradient_to_the_chosen_log_prob_terms
             assert stats["logp"] == pytest.approx(float(logp_a.mean()), rel=1e-5)
         else:  # all components: the full log-probability, which differs from the A part alone
             assert stats["logp"] != pytest.approx(float(logp_a.mean()), rel=1e-3)
+
+
+def test_ppo_clips_on_the_summed_log_prob_ratio_under_logp_reduce_mean(with_prior):
+    """Stored log-probs 0.02 nat per dimension below the agent's: the per-dimension mean ratio e^(4·0.02) ≈ 1.08 would
+    stay inside 1 ± 0.2, the true ratio e^(0.02·(7n + 9)) ≥ e^0.32 does not: every row (A > 0) is clipped."""
+    from matinvent.rl.objective import component_log_probs
+
+    model, prior, trajs, ts = with_prior
+    with torch.no_grad():
+        per_step = []
+        for s in range(len(ts)):
+            tr, batch, num_atoms = stack_step(trajs, s, ts)
+            p = model.transition_params(tr, batch, num_atoms)
+            per_step.append(component_log_probs(p, tr, batch, num_atoms, 0.0, "mean"))
+    for i, t in enumerate(trajs):
+        t.logp = torch.stack([lp[i] for lp in per_step]) - 0.02
+        assert float((t.logp.sum(-1) - torch.stack([lp[i] for lp in per_step]).sum(-1)).abs().max()) < 0.081
+    r = np.array([0.2, 0.9, 0.5])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    cfg = RLConfig(baseline="none", logp_reduce="mean", kl_steps=0, ppo_clip=0.2, epochs=1)
+    stats = MatInvent(cfg, model, prior, ts, opt, torch.Generator().manual_seed(0)).policy_step(trajs, r, r, True)
+    assert stats["clip_frac"] == 1.0
+    cfg = RLConfig(baseline="none", logp_reduce="mean", kl_steps=0, ppo_clip=0.2, epochs=1, ppo_ratio="mean")
+    stats = MatInvent(cfg, model, prior, ts, opt, torch.Generator().manual_seed(0)).policy_step(trajs, r, r, True)
+    assert stats["clip_frac"] == 0.0  # the per-dimension ratio of before: e^0.08 stays inside the clip range
+    for t in trajs:
+        t.logp = None

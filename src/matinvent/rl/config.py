@@ -67,6 +67,9 @@ class RLConfig:
     sigma_floor: float = 0.0  # floor on the Gaussian σ in log-probs and KLs (0 = none)
     skip_last: int = 0  # the last k reverse steps (near-deterministic) never enter the update
     ppo_clip: float = 0.2  # ε of PPO's clipped ratio vs. the log-probs stored at sampling (0 = plain PG)
+    # the ratio PPO clips: summed (default: exp of the summed log-prob difference, the true likelihood ratio of the
+    # step) | mean (exp of the per-dimension mean difference, as before 2026-12-07; kept to measure the change)
+    ppo_ratio: str = "summed"
     # replayed trajectories in the PG: include (like the batch's; with ppo_clip, a clipped importance ratio against
     # the log-probs stored when they were sampled) | exclude (KL term only)
     replay_pg: str = "include"
@@ -192,6 +195,7 @@ def validate(cfg: RLConfig) -> RLConfig:
     if cfg.preset is not None and cfg.preset not in PRESETS:
         raise ConfigError(f"config key 'preset' must be one of {', '.join(PRESETS)} or null, got {cfg.preset!r}")
     _one_of(cfg, "logp_reduce", REDUCE)
+    _one_of(cfg, "ppo_ratio", ("summed", "mean"))
     _one_of(cfg, "replay_pg", REPLAY_PG)
     _one_of(cfg, "rejected_pg", REJECTED_PG)
     _one_of(cfg, "validity", VALIDITY)

@@ -32,7 +32,15 @@ from matinvent.prior.diffusion_config import COMPONENTS
 from matinvent.prior.model import CrystalDiffusion
 from matinvent.rl.config import RLConfig
 from matinvent.rl.natoms import NatomsPolicy
-from matinvent.rl.objective import advantages, component_kls, component_log_probs, policy_loss, step_loss
+from matinvent.rl.objective import (
+    advantages,
+    component_dims,
+    component_kls,
+    component_log_probs,
+    policy_loss,
+    step_loss,
+    type_dims,
+)
 from matinvent.rl.replay import ReplayEntry
 from matinvent.rl.trajectories import CrystalTrajectory, stack_step
 
@@ -170,15 +178,35 @@ class Method:
             for s in steps:
                 tr, batch, num_atoms = stack_step(trajs, s, self.ts, dev)
                 p = self.agent.transition_params(tr, batch, num_atoms)
-                lp = (component_log_probs(p, tr, batch, num_atoms, cfg.sigma_floor, cfg.logp_reduce) * pg_mask).sum(-1)
-                old = self._old_logp(trajs, s, pg_mask, dev) if clip > 0 else None
+                comp = component_log_probs(p, tr, batch, num_atoms, cfg.sigma_floor, "sum")  # true log-probs
+                dims = component_dims(num_atoms, comp.dtype, type_dims(p))
+                lp_sum = (comp * pg_mask).sum(-1)
+                lp = (comp / dims * pg_mask).sum(-1) if cfg.logp_reduce == "mean" else lp_sum
+                # the PPO ratio is exp(Δ of the summed log-probs): stored per cfg.logp_reduce, so mean × dims
+                summed = cfg.ppo_ratio == "summed"
+                old = self._old_logp(trajs, s, pg_mask * (dims if summed and cfg.logp_reduce == "mean" else 1), dev)
+                old = old if clip > 0 else None
                 kl = None
                 if use_kl:
                     with torch.no_grad():
                         q = self.prior.transition_params(tr, batch, num_atoms)
                     kl = component_kls(p, q, batch, num_atoms, cfg.sigma_floor, cfg.logp_reduce)
                     stats["kl"] += scale * float((kl.detach() * kl_w).sum(-1).mean()) / n_epochs
-                per, ratio = step_loss(lp, a, old, clip, has_old, pg_on, cfg.alpha, kl, r, cfg.beta, cfg.lam, kl_w)
+                per, ratio = step_loss(
+                    lp,
+                    a,
+                    old,
+                    clip,
+                    has_old,
+                    pg_on,
+                    cfg.alpha,
+                    kl,
+                    r,
+                    cfg.beta,
+                    cfg.lam,
+                    kl_w,
+                    ratio_logp=lp_sum if summed else None,
+                )
                 loss = scale * per.mean()
                 loss.backward()
                 stats["loss"] += float(loss.detach()) / n_epochs
@@ -201,10 +229,11 @@ class Method:
         return stats
 
     @staticmethod
-    def _old_logp(trajs: list[CrystalTrajectory], s: int, pg_mask: torch.Tensor, dev: str) -> torch.Tensor:
-        """(B,) stored sampling-time log-probs of step ``s`` over the PG components (0 where not stored)."""
-        rows = [t.logp[s] if t.logp is not None else torch.zeros(len(pg_mask)) for t in trajs]
-        return (torch.stack(rows).to(dev) * pg_mask).sum(-1)
+    def _old_logp(trajs: list[CrystalTrajectory], s: int, weights: torch.Tensor, dev: str) -> torch.Tensor:
+        """(B,) stored sampling-time log-probs of step ``s``, Σ_c weights[..., c]·logp_c (0 where not stored);
+        ``weights``: the PG mask (C,), or it times the (B, C) dimension counts to undo a per-dimension mean."""
+        rows = [t.logp[s] if t.logp is not None else torch.zeros(weights.shape[-1]) for t in trajs]
+        return (torch.stack(rows).to(dev) * weights).sum(-1)
 
     def _natoms_step(self, trajs, r: torch.Tensor, a: torch.Tensor, pg_on: torch.Tensor, use_kl: bool) -> float:
         """Backpropagate α·PG + β·(λ − r)·KL of the atom-count action (once per epoch); returns its value."""

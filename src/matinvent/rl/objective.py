@@ -72,7 +72,7 @@ def component_log_probs(
     """(B, C) log-prob of the stored action ``tr`` per component, floored and reduced."""
     B = num_atoms.shape[0]
     out = _stack(log_prob_terms(floored(p, floor), tr, batch, B), B, tr.L)
-    return out / component_dims(num_atoms, out.dtype, _type_dims(p)) if reduce == "mean" else out
+    return out / component_dims(num_atoms, out.dtype, type_dims(p)) if reduce == "mean" else out
 
 
 def component_kls(
@@ -86,10 +86,10 @@ def component_kls(
     """(B, C) KL(p ‖ q) per component, floored (same σ in both) and reduced."""
     B = num_atoms.shape[0]
     out = _stack(kl_terms(floored(p, floor), floored(q, floor), batch, B), B, p.mean_L)
-    return out / component_dims(num_atoms, out.dtype, _type_dims(p)) if reduce == "mean" else out
+    return out / component_dims(num_atoms, out.dtype, type_dims(p)) if reduce == "mean" else out
 
 
-def _type_dims(p: TransitionParams) -> int:
+def type_dims(p: TransitionParams) -> int:
     return p.mean_A.shape[-1] if p.mean_A is not None else 1
 
 
@@ -123,31 +123,46 @@ def advantages(rewards: np.ndarray, reference: np.ndarray, mode: str, clip: floa
 LOG_RATIO_MAX = 20.0
 
 
+DUAL_CLIP = 3.0  # dual-clip PPO (Ye et al. 2020): with A < 0 the loss never exceeds −c·A (ρ > c gives no gradient)
+
+
 def policy_loss(
     logp: torch.Tensor,
     adv: torch.Tensor,
     logp_old: torch.Tensor | None = None,
     clip: float = 0.0,
     use_ratio: torch.Tensor | None = None,
+    ratio_logp: torch.Tensor | None = None,
+    dual_clip: float = DUAL_CLIP,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,) PG loss and (B,) ratio for log-probs ``logp`` (summed over the PG components).
 
     Without ``clip`` the loss is −A·log p (the paper; ratio reported as exp(log p − log p_old) when
-    ``logp_old`` is given, else 1). With ``clip`` ε it is −min(ρA, clip(ρ, 1−ε, 1+ε)A) where
-    ``use_ratio`` (default: all) is true, −A·log p elsewhere.
+    ``logp_old`` is given, else 1). With ``clip`` ε the loss is PPO's −min(ρA, clip(ρ, 1−ε, 1+ε)A), bounded
+    by −``dual_clip``·A where A < 0, on the rows of ``use_ratio`` (default: all), −A·log p elsewhere.
+
+    ρ is an importance ratio: exp(``ratio_logp`` − ``logp_old``), where ``ratio_logp`` (default ``logp``) and
+    ``logp_old`` are the true, summed log-probabilities of the step. ``logp`` may be scaled differently (per
+    dimension: ``logp_reduce: mean``): the gradient is then −ρ·A·∇``logp`` on the rows where the unclipped
+    branch is taken, 0 elsewhere, and the loss's value is PPO's. With ``ratio_logp`` None that is PPO exactly.
     """
     if logp_old is None:
         return -adv * logp, torch.ones_like(logp)
+    now = logp if ratio_logp is None else ratio_logp
     if use_ratio is not None:  # rows without stored log-probs: ratio 1, so no exp overflow (a NaN gradient) there
-        logp_old = torch.where(use_ratio, logp_old, logp.detach())
+        logp_old = torch.where(use_ratio, logp_old, now.detach())
     # log-ratios beyond ±LOG_RATIO_MAX (summed log-probs of near-deterministic steps) would overflow exp
-    ratio = torch.exp(torch.clamp(logp - logp_old, -LOG_RATIO_MAX, LOG_RATIO_MAX))
+    ratio = torch.exp(torch.clamp(now.detach() - logp_old, -LOG_RATIO_MAX, LOG_RATIO_MAX))
     if clip <= 0:
-        return -adv * logp, ratio.detach()
-    ppo = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+        return -adv * logp, ratio
+    value = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    value = torch.where(adv < 0, torch.minimum(value, -dual_clip * adv), value)
+    clipped = ((adv > 0) & (ratio > 1 + clip)) | ((adv < 0) & (ratio < 1 - clip)) | ((adv < 0) & (ratio > dual_clip))
+    weight = torch.where(clipped, torch.zeros_like(ratio), ratio)
+    ppo = value + (-adv * weight * (logp - logp.detach()))  # PPO's value, gradient −ρA∇log p where unclipped
     if use_ratio is None:
-        return ppo, ratio.detach()
-    return torch.where(use_ratio, ppo, -adv * logp), ratio.detach()
+        return ppo, ratio
+    return torch.where(use_ratio, ppo, -adv * logp), ratio
 
 
 def kl_loss(kl: torch.Tensor, rewards: torch.Tensor, lam: float, weights: torch.Tensor) -> torch.Tensor:
@@ -168,10 +183,12 @@ def step_loss(
     beta: float = 0.0,
     lam: float = 1.0,
     kl_weights: torch.Tensor | None = None,
+    ratio_logp: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 17 at one reverse step, per trajectory: α·PG (:func:`policy_loss`, on the rows of ``pg_on``)
-    plus, with a ``kl``, β·(λ − r)·Σ_c w_c KL_c (:func:`kl_loss`); and the ratio of :func:`policy_loss`."""
-    pg, ratio = policy_loss(logp, adv, logp_old, clip, use_ratio=use_ratio)
+    plus, with a ``kl``, β·(λ − r)·Σ_c w_c KL_c (:func:`kl_loss`); and the ratio of :func:`policy_loss`
+    (from ``ratio_logp``, the summed log-probs, when ``logp`` is scaled otherwise)."""
+    pg, ratio = policy_loss(logp, adv, logp_old, clip, use_ratio=use_ratio, ratio_logp=ratio_logp)
     loss = alpha * pg * pg_on
     if kl is not None:
         loss = loss + beta * kl_loss(kl, rewards, lam, kl_weights)
