@@ -201,13 +201,13 @@ def test_every_method_runs_through_the_shared_loop(tiny_prior, tmp_path, method)
     assert summary["method"] == method and summary["evaluations"] == 12
     metrics = pd.read_csv(tmp_path / method / "metrics.csv")
     trains = method != "prior"
-    assert math.isnan(metrics["loss"].iloc[0]) != trains or method == "reinforce"
+    assert math.isnan(metrics["loss"].iloc[0]) != trains
     agent = torch.load(tmp_path / method / "checkpoint.pt", weights_only=True)["agent"]
     from safetensors.torch import load_file
 
     prior = load_file(str(tiny_prior / "model.safetensors"))
     changed = any(not torch.equal(agent[k], prior[k]) for k in prior)
-    assert changed == trains or (method == "reinforce" and metrics["reward_mean"].max() == 0)
+    assert changed == trains
 
 
 def test_optimize_cli_validates_before_running(tmp_path, capsys):
@@ -253,7 +253,28 @@ def test_matinvent_raises_a_toy_reward_with_bounded_kl(tmp_path):
     after = heavy_fraction(load_prior(tmp_path / "agent"), steps=10)
     assert after > before + 0.05, (before, after)
     kl = pd.read_csv(tmp_path / "metrics.csv")["kl"]
-    assert np.isfinite(kl).all() and kl.max() < 1e5
+    # the reward-weighted KL holds the agent: the last iterations' KL stays below the first update's
+    # (measured 18,665 → 2,631 nats, summed over components and steps, 2026-12-07)
+    assert np.isfinite(kl).all() and kl.iloc[-3:].max() < kl.iloc[0], kl.tolist()
+
+
+def test_the_defaults_learn_a_toy_task(tmp_path):
+    """The default method and settings (normalised advantages, per-dimension log-probs, PPO on the true ratio, the
+    exact KL) on the default prior: 8 iterations of 16 crystals raise the heavy-atom fraction of fresh samples by
+    more than 0.15 (measured 0.30 → 0.74 in 12 iterations on 2026-12-07)."""
+    from matinvent.prior.checkpoint import load_prior
+
+    task = task_from_dict(
+        {"name": "heavy", "properties": {"heavy": {"target": "above", "threshold": 0.99, "ramp": 0.99}}}
+    )
+    cfg = RLConfig(batch_size=16, validity="none", threads=1, relax="none")  # everything else at its default
+    scorer = Scorer(task, oracles={"heavy": HeavyFraction()})
+    optimize(task, "matinvent", 10_000, 0, tmp_path, cfg, scorer=scorer, progress=False, max_iterations=8)
+    before = heavy_fraction(load_prior(cfg.prior), steps=cfg.sample_steps)
+    after = heavy_fraction(load_prior(tmp_path / "agent"), steps=cfg.sample_steps)
+    assert after > before + 0.15, (before, after)
+    rewards = pd.read_csv(tmp_path / "metrics.csv")["reward_mean"]
+    assert rewards.iloc[-3:].mean() > rewards.iloc[:3].mean() + 0.1, rewards.tolist()
 
 
 def test_a_run_that_never_gets_a_valid_crystal_stops_with_a_message(tiny_prior, tmp_path, monkeypatch):

@@ -87,7 +87,7 @@ def test_the_full_runs_exercise_every_switch(full_runs, tiny_prior):
         m = metrics(out)
         assert (m["replay_size"].iloc[:-1] > 0).all(), mode  # replay joins every update after the first
         assert m["clip_frac"].notna().all() and m["kl"].notna().all() and m["loss"].notna().all(), mode
-        assert m["natoms_mean"].nunique() > 1, mode
+        # (not natoms_mean's spread, which sampling noise alone gives: the learnt atom-count policy itself)
         natoms = torch.load(out / "checkpoint.pt", weights_only=True)["natoms"]
         sup = natoms["support"]
         learnt = torch.log_softmax(natoms["logits"].masked_fill(~sup, -torch.inf), 0)
