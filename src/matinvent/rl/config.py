@@ -83,6 +83,9 @@ class RLConfig:
     replay_size: int = 100
     replay_per_iter: int = 10
     replay_min_reward: float = 0.1  # a crystal enters the replay buffer with a filtered reward above this
+    # what counts as the same crystal for the diversity filter, distinct hits (Burden) and the Diversity ratio:
+    # formula (the paper's: reduced formula) | structure (formula and pymatgen StructureMatcher: polymorphs differ)
+    unique_by: str = "formula"
     df_tol: int = 0  # diversity filter (paper: no values); (3, 6) until 2026-12-02 15:30
     df_buff: int = 2
     hc_top_ratio: float = 0.4  # hill climbing: fraction of the batch fine-tuned on
@@ -196,6 +199,7 @@ def validate(cfg: RLConfig) -> RLConfig:
         raise ConfigError(f"config key 'preset' must be one of {', '.join(PRESETS)} or null, got {cfg.preset!r}")
     _one_of(cfg, "logp_reduce", REDUCE)
     _one_of(cfg, "ppo_ratio", ("summed", "mean"))
+    _one_of(cfg, "unique_by", ("formula", "structure"))
     _one_of(cfg, "replay_pg", REPLAY_PG)
     _one_of(cfg, "rejected_pg", REJECTED_PG)
     _one_of(cfg, "validity", VALIDITY)

@@ -177,6 +177,7 @@ def optimize(
             summary.update(evals_per_surviving_hit=None, survival=None, surviving_hits=None)
             summary.update({k: run_info[k] for k in ("prior", "windows", "properties")})
             summary.update(trainer.metrics.summary())
+            summary["unique_by"] = cfg.unique_by  # what distinct hits and the diversity ratio count
             summary.update(
                 {
                     "iterations": trainer.iteration,

@@ -37,6 +37,7 @@ from matinvent.rl.natoms import NatomsPolicy
 from matinvent.rl.objective import component_log_probs
 from matinvent.rl.replay import ReplayBuffer
 from matinvent.rl.trajectories import CrystalTrajectory, split_trajectory
+from matinvent.rl.uniqueness import UniqueKeys
 from matinvent.scoring.scorer import Scorer
 from matinvent.scoring.tasks import Task
 
@@ -104,6 +105,7 @@ class RLTrainer:
         self.update_gen = torch.Generator().manual_seed(seed + 1)
         self.np_rng = np.random.default_rng(seed + 2)
         self.dfilter = DiversityFilter(cfg.df_tol, cfg.df_buff)
+        self.unique = UniqueKeys(cfg.unique_by)  # what "the same crystal" is for the filter, hits and diversity
         self.replay = ReplayBuffer(Path(run_dir) / "replay", cfg.replay_size, cfg.replay_min_reward)
         self.metrics = RunningMetrics(n_hits=cfg.n_hits, diversity_budget=cfg.diversity_budget)
         self.iteration, self.elapsed = 0, 0.0
@@ -122,6 +124,7 @@ class RLTrainer:
             "update_gen": self.update_gen.get_state(),
             "np_rng": json.dumps(self.np_rng.bit_generator.state),
             "diversity": json.dumps(self.dfilter.state_dict()),
+            "unique": json.dumps(self.unique.state_dict()),
             "replay": json.dumps(self.replay.state_dict()),
             "metrics": json.dumps(self.metrics.state_dict()),
             "elapsed": self.elapsed,
@@ -137,6 +140,8 @@ class RLTrainer:
         self.update_gen.set_state(st["update_gen"])
         self.np_rng.bit_generator.state = json.loads(st["np_rng"])
         self.dfilter.load_state_dict(json.loads(st["diversity"]))
+        if "unique" in st:  # checkpoints from before unique_by: formula keys, no state
+            self.unique.load_state_dict(json.loads(st["unique"]))
         self.replay.load_state_dict(json.loads(st["replay"]))
         self.metrics = RunningMetrics.from_state_dict(json.loads(st["metrics"]))
         self.iteration, self.elapsed = int(st["iteration"]), float(st["elapsed"])
@@ -180,6 +185,7 @@ class RLTrainer:
         hit = np.zeros(len(crystals), dtype=bool)
         failed = np.zeros(len(crystals), dtype=bool)
         relaxed: dict[str, list[Any]] = {key: [None] * len(crystals) for key in ("cif", "e_hull", "drop", "rmsd")}
+        scored_structures: list[Any] = [None] * len(crystals)  # the relaxed ones, when the loop relaxed
         existing = memory.iteration_rows(self.run_id, k)
         if existing:  # resumed after a kill between scoring and checkpoint: reuse, never re-evaluate
             n_keep = len(existing)
@@ -193,6 +199,7 @@ class RLTrainer:
                 for p in task.properties:
                     props[p][i] = np.nan if r[p] is None else r[p]
                 reward[i], hit[i], failed[i] = r["reward"], bool(r["hit"]), bool(r["failed"])
+                scored_structures[i] = r.get("relaxed_cif") or None
         else:
             remaining = budget - metrics.evaluations
             evaluated = valid & (np.cumsum(valid) <= remaining)
@@ -207,15 +214,17 @@ class RLTrainer:
                     for j, i in enumerate(idx):
                         r = scores.relaxed[j]
                         relaxed["cif"][i] = r.to(fmt="cif") if r is not None else None
+                        scored_structures[i] = r
                         relaxed["e_hull"][i] = scores.e_hull[j]
                         relaxed["drop"][i] = scores.energy_drop[j]
                         relaxed["rmsd"][i] = scores.rmsd[j]
         keep = np.arange(len(crystals)) < n_keep
         evaluated &= keep
+        ukeys = self._unique_keys(formulas, crystals, scored_structures, evaluated)
         filtered = reward.copy()
         if self.runner.uses_filter:
             idx = np.flatnonzero(evaluated)
-            filtered[idx] = self.dfilter([formulas[i] for i in idx], reward[idx])
+            filtered[idx] = self.dfilter([ukeys[i] for i in idx], reward[idx])
         keys = [f"{k:06d}_{i:03d}" for i in range(len(crystals))]
         if not existing:
             memory.add(
@@ -229,7 +238,7 @@ class RLTrainer:
                 )
                 for i in range(n_keep)
             )  # fmt: skip
-        metrics.add_many((bool(evaluated[i]), formulas[i], bool(hit[i])) for i in range(n_keep))
+        metrics.add_many((bool(evaluated[i]), ukeys[i], bool(hit[i])) for i in range(n_keep))
         if callback is not None:
             callback("scored", k)
         rollout = Rollout(trajs, crystals, formulas, evaluated, reward, filtered, keys, rejected=keep & ~valid)
@@ -237,10 +246,29 @@ class RLTrainer:
         stats = self.runner.update(rollout, replayed) if self.runner.trains else {}
         if self.runner.uses_replay:
             for i in np.flatnonzero(evaluated):
-                self.replay.add(keys[i], formulas[i], float(reward[i]), trajs[i], float(filtered[i]))
+                self.replay.add(keys[i], ukeys[i], float(reward[i]), trajs[i], float(filtered[i]))
             self.replay.purge(self.dfilter.saturated())
         self.iteration += 1
         return self._row(k, valid, keep, n_keep, evaluated, reward, filtered, props, trajs, stats)
+
+    def _unique_keys(
+        self, formulas: list[str], crystals: list[Any], scored: list[Any], evaluated: np.ndarray
+    ) -> list[str]:
+        """Each crystal's key under ``unique_by`` (formula, or formula#class of the scored structure: the relaxed
+        one when the loop relaxed), given in evaluation order; crystals not evaluated keep their formula."""
+        if self.unique.mode == "formula":
+            return list(formulas)
+        from pymatgen.core import Structure
+
+        out = list(formulas)
+        for i in np.flatnonzero(evaluated):
+            s = scored[i]
+            if isinstance(s, str):
+                s = Structure.from_str(s, fmt="cif")
+            if s is None and crystals[i] is not None:
+                s = crystals[i].to_structure()
+            out[i] = self.unique.key(formulas[i], s)
+        return out
 
     def _row(self, k, valid, keep, n_keep, evaluated, reward, filtered, props, trajs, stats) -> dict[str, Any]:
         metrics, ev = self.metrics, np.flatnonzero(evaluated)
