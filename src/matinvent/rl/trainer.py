@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -109,6 +110,7 @@ class RLTrainer:
         self.replay = ReplayBuffer(Path(run_dir) / "replay", cfg.replay_size, cfg.replay_min_reward)
         self.metrics = RunningMetrics(n_hits=cfg.n_hits, diversity_budget=cfg.diversity_budget)
         self.iteration, self.elapsed = 0, 0.0
+        self.phases: dict[str, float] = {}  # seconds of the last step's sample, score, remember and update phases
         self.runner = method_cls(cfg, self.agent, prior, self.ts, self.opt, self.update_gen, self.natoms)
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         self.memory = Memory(Path(run_dir) / MEMORY, task.properties)
@@ -177,7 +179,9 @@ class RLTrainer:
     def step(self, budget: int, callback: Callable[[str, int], None] | None = None) -> dict[str, Any]:
         """One sample → score → remember → update iteration; returns its metrics row."""
         cfg, task, k, memory, metrics = self.cfg, self.task, self.iteration, self.memory, self.metrics
+        clock = time.perf_counter()
         trajs, crystals = self.sample()
+        self.phases = {"sample": time.perf_counter() - clock}
         valid = gate_flags(crystals, cfg.validity)[0]
         formulas = [formula_of(c) for c in crystals]
         props = {p: np.full(len(crystals), np.nan) for p in task.properties}
@@ -220,6 +224,7 @@ class RLTrainer:
                         relaxed["rmsd"][i] = scores.rmsd[j]
         keep = np.arange(len(crystals)) < n_keep
         evaluated &= keep
+        self.phases["score"] = time.perf_counter() - clock - self.phases["sample"]
         ukeys = self._unique_keys(formulas, crystals, scored_structures, evaluated)
         filtered = reward.copy()
         if self.runner.uses_filter:
@@ -243,7 +248,10 @@ class RLTrainer:
             callback("scored", k)
         rollout = Rollout(trajs, crystals, formulas, evaluated, reward, filtered, keys, rejected=keep & ~valid)
         replayed = self.replay.sample(cfg.replay_per_iter, self.np_rng) if self.runner.uses_replay else []
+        before_update = time.perf_counter()
+        self.phases["remember"] = before_update - clock - self.phases["sample"] - self.phases["score"]
         stats = self.runner.update(rollout, replayed) if self.runner.trains else {}
+        self.phases["update"] = time.perf_counter() - before_update
         if self.runner.uses_replay:
             for i in np.flatnonzero(evaluated):
                 self.replay.add(keys[i], ukeys[i], float(reward[i]), trajs[i], float(filtered[i]))
