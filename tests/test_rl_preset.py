@@ -78,3 +78,14 @@ def test_the_cli_flag_and_the_shipped_file_give_the_same_config(monkeypatch):
     assert args.rl_preset == "paper" and args.preset == "no-radioactive"  # the constraint preset is another flag
     shipped = load_rl_config(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
     assert dataclasses.asdict(shipped) == dataclasses.asdict(load_rl_config(None, preset=args.rl_preset))
+
+
+def test_the_python_api_applies_a_preset_override(tmp_path):
+    from matinvent.api import _config
+
+    for config in (None, {}, {"beta": 0.5}, RLConfig()):
+        cfg = _config(config, {"preset": "paper", "batch_size": 8})
+        assert cfg.preset == "paper" and cfg.topk_ratio == 1.0 and cfg.logp_reduce == "sum" and cfg.batch_size == 8
+        assert cfg.beta == (0.5 if config == {"beta": 0.5} else 0.025)  # a mapping's own keys override the preset
+    with pytest.raises(ConfigError, match="preset"):
+        _config(None, {"preset": "nope"})

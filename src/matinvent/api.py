@@ -204,14 +204,18 @@ class RunResult:
 def _config(config: str | Path | RLConfig | dict[str, Any] | None, overrides: dict[str, Any]) -> RLConfig:
     """An RLConfig from a YAML path / RLConfig / mapping / ``None`` with ``overrides`` applied (validated)."""
     from matinvent.config_io import to_dict
-    from matinvent.rl.config import RLConfig, load_rl_config, rl_config_from_dict
+    from matinvent.rl.config import PRESETS, RLConfig, load_rl_config, rl_config_from_dict, with_preset
 
+    overrides = dict(overrides)
+    preset = overrides.pop("preset", None)  # a preset override: its values under the config's own keys
     if isinstance(config, RLConfig):
         base = to_dict(config)
+        if preset is not None:
+            base = {**base, **PRESETS.get(preset, {}), "preset": preset}
     elif isinstance(config, dict):
-        base = dict(config)
+        base = dict(config) if preset is None else with_preset({**config, "preset": preset})
     else:
-        base = to_dict(load_rl_config(config))
+        base = to_dict(load_rl_config(config, preset=preset))
     return rl_config_from_dict({**base, **overrides})
 
 
