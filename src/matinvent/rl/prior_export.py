@@ -16,11 +16,19 @@ from typing import Any
 import yaml
 
 from matinvent.config_io import ConfigError
-from matinvent.prior.checkpoint import load_prior, save_prior
+from matinvent.prior.checkpoint import bundled_priors, default_checkpoint_path, load_prior, save_prior
 from matinvent.rl.config import RLConfig
 from matinvent.rl.run_folder import RUN_FILE, read_run_info
 
 TRAINING = "TRAINING.md"
+
+
+def prior_label(path: Any) -> str:
+    """A bundled prior's name for its folder inside the package, else the path as given."""
+    if path is None:
+        return "?"
+    p = Path(str(path))
+    return p.name if p.parent == default_checkpoint_path(p.name).parent and p.name in bundled_priors() else str(p)
 
 
 def _changed(config: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +46,7 @@ def training_text(run: Path, name: str, info: dict[str, Any], summary: dict[str,
     lines = [
         f"# {name} — how this prior was trained",
         "",
-        f"RL fine-tuning of `{info.get('prior')}` by `matinvent optimize` on the task `{info.get('task')}`"
+        f"RL fine-tuning of `{prior_label(info.get('prior'))}` by `matinvent optimize` on the task `{info.get('task')}`"
         f" ({info.get('windows')}), method `{info.get('method')}`, then exported with `matinvent save-prior`.",
         "",
         "```bash",
@@ -47,7 +55,7 @@ def training_text(run: Path, name: str, info: dict[str, Any], summary: dict[str,
         f"matinvent save-prior {run.name} --out {name}",
         "```",
         "",
-        "`config.yaml` (the keys that differ from the defaults of the matinvent version that ran it):",
+        "`config.yaml` (the run's keys that differ from the defaults of the matinvent version that exported it):",
         "",
         "```yaml",
         config_block,
@@ -92,7 +100,7 @@ def export_prior(run: str | Path, out: str | Path, name: str | None = None) -> P
         model.config.sample_steps = int(steps)
     name = name or out.name
     meta = {
-        "fine_tuned_from": info.get("prior"),
+        "fine_tuned_from": prior_label(info.get("prior")),
         "task": info.get("task"),
         "method": info.get("method"),
         "seed": info.get("seed"),
