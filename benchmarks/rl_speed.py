@@ -131,6 +131,7 @@ def main() -> None:
     half = max(1, args.cores // 2)
     scenarios = [  # (label, jobs, threads, env)
         (f"alone, {args.cores} threads", 1, args.cores, {}, "default"),
+        (f"alone, {args.cores} threads", 1, args.cores, {"OMP_WAIT_POLICY": "PASSIVE"}, "PASSIVE"),
         (f"alone, {half} thread(s)", 1, half, {}, "default"),
         (f"two jobs, {args.cores} threads each", 2, args.cores, {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),
         (f"two jobs, {args.cores} threads each", 2, args.cores, {"OMP_WAIT_POLICY": "PASSIVE"}, "PASSIVE"),

@@ -48,3 +48,13 @@ def test_non_numbers_are_not_numbers(text):
 def test_bounds_name_the_key():
     with pytest.raises(ConfigError, match="config key 'lr' must be a finite number"):
         Bounds(0, 10, low_open=True).check("lr", float("inf"))
+
+
+def test_default_threads_is_half_the_usable_cpus(monkeypatch):
+    import os
+
+    from matinvent.config_io import default_threads
+
+    for cores, expected in ((1, 1), (2, 1), (3, 1), (16, 8)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
+        assert default_threads() == expected

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
-from timeout_oracles import MisbehavingOracle, broken_factory
+from timeout_oracles import MisbehavingOracle, TorchThreads, broken_factory
 
 from matinvent.cli import main
 from matinvent.oracles import CommandOracle, OracleError
@@ -224,3 +224,16 @@ def test_optimize_config_rejects_a_non_positive_oracle_timeout(bad):
     with pytest.raises(ConfigError, match="oracle_timeout_s"):
         rl_config_from_dict({"oracle_timeout_s": bad})
     assert rl_config_from_dict({"oracle_timeout_s": 30}).oracle_timeout_s == 30.0
+
+
+def test_an_oracle_worker_runs_one_torch_thread():
+    from matinvent.scoring.executor import OracleSpec
+    from matinvent.scoring.local_executor import LocalExecutor
+
+    executor = LocalExecutor(timeout_s=60)
+    try:
+        nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        values, reasons = executor.evaluate(OracleSpec("threads", factory=TorchThreads), [nacl])
+    finally:
+        executor.close()
+    assert values[0] == 1.0, reasons

@@ -55,3 +55,15 @@ class MisbehavingOracle(Oracle):
 def broken_factory() -> Oracle:
     """A factory whose oracle cannot be built."""
     raise RuntimeError("no weights here")
+
+
+class TorchThreads(Oracle):
+    """The torch intra-op thread count of the process it runs in, per structure."""
+
+    name = "threads"
+    unit = ""
+
+    def evaluate(self, structures: list[Any]) -> np.ndarray:
+        import torch
+
+        return np.full(len(structures), float(torch.get_num_threads()))

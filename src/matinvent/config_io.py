@@ -218,3 +218,18 @@ def read_yaml(path: str | Path | None) -> Any:
     if path is None:
         return {}
     return load_yaml_file(path) or {}
+
+
+def default_threads() -> int:
+    """Torch intra-op threads of a run whose config says ``threads: 0``: half the CPUs this process may use (≥ 1).
+
+    Two runs on one machine then each keep most of their speed; with every core each, torch's spinning OpenMP
+    threads slowed both 4-5x (benchmarks/results/rl_speed.md). On 2 cores: 1 thread, 0.8x of 2 threads alone.
+    """
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)

@@ -95,7 +95,7 @@ class RLConfig:
     reinforce_epochs: int = 2  # reinforce: optimiser steps per iteration (no clipped ratio: the paper's loss)
     wd_prior_weight: float = 1.0  # weighted-denoising: weight of the MSE pull toward the prior's predictions
     device: str = "cpu"
-    threads: int = 0
+    threads: int = 0  # torch intra-op threads; 0: half the usable CPUs (config_io.default_threads: 1 on 2 cores)
     oracle_timeout_s: float | None = None  # limit (s) per structure and oracle call, in a worker (None = in-process)
     # where oracle calls run: local (in-process; worker processes with oracle_timeout_s) | dask (one task per
     # structure on the Dask scheduler at `scheduler`, tcp://host:port, else on a LocalCluster of `workers` processes)

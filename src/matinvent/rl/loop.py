@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from matinvent.config_io import MAX_SEED, ConfigError
+from matinvent.config_io import MAX_SEED, ConfigError, default_threads
 from matinvent.config_io import to_dict as config_to_dict
 from matinvent.crystal.constraints import merged_constraints
 from matinvent.crystal.record import Crystal
@@ -128,8 +128,7 @@ def optimize(
     _check_int("seed", seed, 0, MAX_SEED)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"config key 'device' is '{cfg.device}' but CUDA is not available")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads or default_threads())  # 0: half the CPUs (two jobs share a machine well)
     prior_path = resolve_checkpoint(cfg.prior)
     prior = load_prior(prior_path, device=cfg.device)
     n_steps = len(respaced_timesteps(prior.config.timesteps, cfg.sample_steps or prior.config.sample_steps))

@@ -38,7 +38,14 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from matinvent.scoring.executor import OnResult, OracleSpec, StructureExecutor, TransientReason, apply_one
+from matinvent.scoring.executor import (
+    OnResult,
+    OracleSpec,
+    StructureExecutor,
+    TransientReason,
+    apply_one,
+    one_torch_thread,
+)
 from matinvent.scoring.oracle_cache import oracle_key
 
 DEFAULT_WORKERS = 2
@@ -61,6 +68,7 @@ def _built(spec: OracleSpec) -> Any:
 
 def run_on_worker(spec: OracleSpec, kind: str, item: Any, timeout_s: float | None) -> tuple[str, Any]:
     """One item on a worker: ``("ok", result)``, ``("error", why)``, ``("timeout", why)`` or ``("build", why)``."""
+    one_torch_thread()
     try:
         oracle = _built(spec)
     except Exception as exc:  # noqa: BLE001 - the client raises OracleError with this text

@@ -104,3 +104,20 @@ class StructureExecutor:
     ) -> tuple[list[Any], list[str]]:
         """``built.apply(item)`` per item (``None`` where it failed or the item is ``None``), and the reasons."""
         return self._run("apply", spec, items, on_result)
+
+
+_ONE_THREAD = False
+
+
+def one_torch_thread() -> None:
+    """Give this worker process one torch intra-op thread (once): several oracle workers on one machine would
+    otherwise each start a thread per core and slow all of them (benchmarks/results/rl_speed.md)."""
+    global _ONE_THREAD
+    if _ONE_THREAD:
+        return
+    _ONE_THREAD = True
+    try:
+        import torch
+    except ImportError:  # an oracle-only environment without torch
+        return
+    torch.set_num_threads(1)

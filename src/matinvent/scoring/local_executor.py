@@ -33,7 +33,14 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from matinvent.scoring.executor import OnResult, OracleSpec, StructureExecutor, TransientReason, apply_one
+from matinvent.scoring.executor import (
+    OnResult,
+    OracleSpec,
+    StructureExecutor,
+    TransientReason,
+    apply_one,
+    one_torch_thread,
+)
 
 PRELOAD = ["matinvent.scoring.local_executor", "pymatgen.core"]  # imported once by the forkserver (no torch)
 BUILD_TIMEOUT_S = 600.0  # seconds to import and load an oracle (CGCNN weights, an MLIP) in a fresh worker
@@ -46,6 +53,7 @@ def _worker_main(conn: Connection) -> None:
     unpickling it (importing pymatgen) happens under the build limit, not the first structure's.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes us
+    one_torch_thread()
     oracles: dict[bytes, Any] = {}
     while True:
         try:
