@@ -50,7 +50,7 @@ def test_bundled_priors_sample_what_they_sampled_before_the_move(make_expected, 
 
 
 # what later releases added, and what it must read for a run that never relaxed (issue 31)
-NEW_SUMMARY = {"evals_per_surviving_hit": None, "survival": None, "surviving_hits": None}
+NEW_SUMMARY = {"evals_per_surviving_hit": None, "survival": None, "surviving_hits": None, "unique_by": "formula"}
 NEW_EXPORT = {"structure": "generated"}
 
 

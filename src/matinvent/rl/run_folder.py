@@ -116,7 +116,8 @@ def load_checkpoint(trainer: RLTrainer, path: Path, device: str) -> None:
         state = torch.load(path, map_location=device, weights_only=True)
     except (EOFError, OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
         raise ConfigError(f"{path}: not a readable checkpoint ({_why(path, exc)})") from exc
-    missing = [k for k in trainer.state_dict() if not isinstance(state, dict) or k not in state]
+    optional = {"unique"}  # added 2026-12-07: older checkpoints key everything by formula
+    missing = [k for k in trainer.state_dict() if k not in optional and (not isinstance(state, dict) or k not in state)]
     if missing:
         raise ConfigError(f"{path}: not a checkpoint of matinvent optimize (missing {', '.join(missing[:3])})")
     if not isinstance(state["agent"], dict):
