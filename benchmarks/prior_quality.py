@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from result_files import stamp, write
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mp_20"
-RESULTS = ROOT / "benchmarks" / "results"
 
 ROWS = [  # (label, key in evaluation.json, how to show it)
     ("gate pass in optimize (physical + SMACT)", "gate_pass", "pct"),
@@ -123,16 +123,8 @@ def main() -> None:
     for spec in args.priors:
         label, _, path = spec.partition("=")
         priors.append(measure(label, path or label, args, work))
-    result = {
-        "n": args.n, "steps": args.steps, "stability_n": args.stability_n, "priors": priors,
-        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {platform.processor() or 'CPU'}",
-        "command": "python benchmarks/prior_quality.py " + " ".join(sys.argv[1:]),
-    }  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    text = markdown(result)
-    (RESULTS / f"{args.name}.md").write_text(text)
-    print(text)
+    result = {"n": args.n, "steps": args.steps, "stability_n": args.stability_n, "priors": priors, **stamp()}
+    write(args.name, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -22,15 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from result_files import stamp, write
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 PHASES = ("sample", "score", "remember", "update")
 
 
@@ -142,16 +142,9 @@ def main() -> None:
         print(f"{label} ({policy}) ...", flush=True)
         out.append({"label": label, "jobs": jobs, "threads": threads, "policy": policy,
                     "phases": summarise(run_jobs(jobs, threads, args.iterations, env))})  # fmt: skip
-    result = {
-        "scenarios": out, "iterations": args.iterations, "cores": args.cores, "torch": torch.__version__,
-        "machine": f"{platform.machine()}, {platform.processor() or 'CPU'}", "date": time.strftime("%Y-%m-%d %H:%M"),
-        "command": "python benchmarks/rl_speed.py " + " ".join(sys.argv[1:]),
-    }  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    text = markdown(result)
-    (RESULTS / f"{args.name}.md").write_text(text)
-    print(text)
+    result = {"scenarios": out, "iterations": args.iterations, "cores": args.cores, "torch": torch.__version__}
+    result.update(stamp())
+    write(args.name, result, markdown(result))
 
 
 if __name__ == "__main__":
