@@ -68,7 +68,7 @@ def test_shipped_tasks_are_the_papers():
     assert windows["density"] == "density 11 ± 0.5"
     assert windows["hhi"] == "hhi < 1250"
     assert windows["band_gap_stable"] == "band_gap 3 ± 0.25; e_above_hull 0 ± 0.1"
-    assert windows["stability"] == "static_e_above_hull < 0.1; n_elements 3.5 ± 1.5"
+    assert windows["stability"] == "static_e_above_hull 0 ± 0.1; n_elements 3.5 ± 1.5"
     assert [load_task(n).relax for n in ("stability", "density")] == ["none", "auto"]
     assert load_task("T4").properties == ["bulk_modulus", "formation_energy", "hhi"]
     assert load_task("T1").properties == ["band_gap", "formation_energy"]
@@ -114,3 +114,26 @@ def test_user_task_file_with_command_oracle(tmp_path):
     task = load_task(path)
     oracle = task.build_oracles()["e_hull"]
     assert oracle.name == "e_hull" and oracle.timeout == 3600 and oracle.argv == ["my_dft", "{input}"]
+
+
+def test_a_range_with_its_own_ramp_below_the_window():
+    t = Target("e", "range", center=0.0, tolerance=0.1, ramp=1.5, ramp_below=0.2)
+    x = np.array([0.05, -0.1, 0.85, 1.6, -0.2, -0.3, -1.0, np.nan])
+    np.testing.assert_allclose(t.reward(x), [1.0, 1.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.0], atol=1e-12)
+    assert t.inside(x).tolist() == [True, True, False, False, False, False, False, False]
+    same = Target("e", "range", center=0.0, tolerance=0.1, ramp=1.5)  # without it: the ramp on both sides
+    np.testing.assert_allclose(same.reward(np.array([-0.85, 0.85])), [0.5, 0.5])
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("name: x\nproperties:\n  hhi: {target: below, threshold: 1, ramp_below: 0.2}\n", "applies to target 'range'"),
+        ("name: x\nproperties:\n  e: {target: range, center: 0, tolerance: 0.1, ramp_below: 0}\n", "ramp_below"),
+    ],
+)
+def test_ramp_below_is_checked(tmp_path, text, needle):
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_task(path)

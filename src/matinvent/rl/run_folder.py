@@ -38,7 +38,10 @@ def task_definition(task: Task) -> dict[str, Any]:
     """What defines a task's reward, as stored in ``run.json``."""
     return {
         "reduce": task.reduce,
-        "targets": [dataclasses.asdict(t) for t in task.targets],
+        # ramp_below only where set: run.json files of tasks without it stay as they were (resume compares them)
+        "targets": [
+            {k: v for k, v in dataclasses.asdict(t).items() if k != "ramp_below" or v is not None} for t in task.targets
+        ],
         "oracles": task.oracles,
     }
 

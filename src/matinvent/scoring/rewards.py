@@ -2,7 +2,8 @@
 
 A target holds one property inside a window and ramps the reward linearly down to 0 outside:
 
-- ``range``:  window ``|x − center| ≤ tolerance``;  excess ``d = |x − center| − tolerance``;
+- ``range``:  window ``|x − center| ≤ tolerance``;  excess ``d = |x − center| − tolerance`` (optionally with
+  its own ``ramp_below`` under the window, e.g. an E_hull window whose reward vanishes fast below the hull);
 - ``below``:  window ``x ≤ threshold``;            excess ``d = x − threshold``;
 - ``above``:  window ``x ≥ threshold``;            excess ``d = threshold − x``;
 
@@ -36,6 +37,7 @@ class Target:
     threshold: float | None = None
     ramp: float = 1.0
     weight: float = 1.0
+    ramp_below: float | None = None  # range only: the ramp under the window (None: ``ramp`` on both sides)
 
     def excess(self, values: np.ndarray) -> np.ndarray:
         """How far each value lies outside the window (≤ 0 inside; NaN stays NaN)."""
@@ -48,7 +50,10 @@ class Target:
 
     def reward(self, values: np.ndarray) -> np.ndarray:
         d = self.excess(values)
-        r = np.clip(1.0 - np.maximum(d, 0.0) / self.ramp, 0.0, 1.0)
+        ramp = self.ramp
+        if self.kind == "range" and self.ramp_below is not None:
+            ramp = np.where(np.asarray(values, dtype=np.float64) < self.center, self.ramp_below, self.ramp)
+        r = np.clip(1.0 - np.maximum(d, 0.0) / ramp, 0.0, 1.0)
         return np.where(np.isnan(d), 0.0, r)
 
     def inside(self, values: np.ndarray) -> np.ndarray:

@@ -88,7 +88,7 @@ def _target(prop: str, spec: Any, src: str) -> Target:
     key = f"task file {src}: key 'properties.{prop}"
     if not isinstance(spec, dict):
         raise ConfigError(f"{key}' must be a mapping with 'target' and its window")
-    allowed = {"target", "center", "tolerance", "threshold", "ramp", "weight"}
+    allowed = {"target", "center", "tolerance", "threshold", "ramp", "weight", "ramp_below"}
     for k in spec:
         if k not in allowed:
             raise ConfigError(f"{key}.{k}' is not a known key (known: {', '.join(sorted(allowed))})")
@@ -108,7 +108,12 @@ def _target(prop: str, spec: Any, src: str) -> Target:
         raise ConfigError(f"{key}.tolerance' must be >= 0, got {vals['tolerance']}")
     ramp = finite_number(f"{key}.ramp'", spec.get("ramp", 1.0), positive=True)
     weight = finite_number(f"{key}.weight'", spec.get("weight", 1.0), positive=True)
-    return Target(prop=prop, kind=kind, ramp=ramp, weight=weight, **vals)
+    ramp_below = None
+    if "ramp_below" in spec:
+        if kind != "range":
+            raise ConfigError(f"{key}.ramp_below' applies to target 'range' only")
+        ramp_below = finite_number(f"{key}.ramp_below'", spec["ramp_below"], positive=True)
+    return Target(prop=prop, kind=kind, ramp=ramp, weight=weight, ramp_below=ramp_below, **vals)
 
 
 def _command_oracle(name: str, spec: Any, src: str) -> dict[str, Any]:
