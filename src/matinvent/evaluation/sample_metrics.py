@@ -261,11 +261,11 @@ def add_stability(
         ev.stability = {"n_requested": n, "n_selected": 0}
         return []
     structures = [crystals[i].to_structure() for i in candidates]
-    if engine == "auto":
-        import importlib.util
-
-        engine = "batched" if importlib.util.find_spec("torch_sim") is not None else "ase"
     from matinvent.oracles.mlip import MLIPRelaxer
+    from matinvent.oracles.mlip.calculators import mlip_available
+
+    if engine == "auto":
+        engine = "batched" if mlip_available() else "ase"
 
     relaxer = MLIPRelaxer("sevennet-0", engine=engine)
     summary, rows = stability_metrics(

@@ -184,8 +184,10 @@ class Method:
                 lp = (comp / dims * pg_mask).sum(-1) if cfg.logp_reduce == "mean" else lp_sum
                 # the PPO ratio is exp(Δ of the summed log-probs): stored per cfg.logp_reduce, so mean × dims
                 summed = cfg.ppo_ratio == "summed"
-                old = self._old_logp(trajs, s, pg_mask * (dims if summed and cfg.logp_reduce == "mean" else 1), dev)
-                old = old if clip > 0 else None
+                old = None
+                if clip > 0:
+                    weights = pg_mask * (dims if summed and cfg.logp_reduce == "mean" else 1)
+                    old = self._old_logp(trajs, s, weights, dev)
                 kl = None
                 if use_kl:
                     with torch.no_grad():

@@ -179,9 +179,9 @@ class RLTrainer:
     def step(self, budget: int, callback: Callable[[str, int], None] | None = None) -> dict[str, Any]:
         """One sample → score → remember → update iteration; returns its metrics row."""
         cfg, task, k, memory, metrics = self.cfg, self.task, self.iteration, self.memory, self.metrics
-        clock = time.perf_counter()
+        marks = [time.perf_counter()]  # phase boundaries: start, sampled, scored, remembered, updated
         trajs, crystals = self.sample()
-        self.phases = {"sample": time.perf_counter() - clock}
+        marks.append(time.perf_counter())
         valid = gate_flags(crystals, cfg.validity)[0]
         formulas = [formula_of(c) for c in crystals]
         props = {p: np.full(len(crystals), np.nan) for p in task.properties}
@@ -224,7 +224,7 @@ class RLTrainer:
                         relaxed["rmsd"][i] = scores.rmsd[j]
         keep = np.arange(len(crystals)) < n_keep
         evaluated &= keep
-        self.phases["score"] = time.perf_counter() - clock - self.phases["sample"]
+        marks.append(time.perf_counter())
         ukeys = self._unique_keys(formulas, crystals, scored_structures, evaluated)
         filtered = reward.copy()
         if self.runner.uses_filter:
@@ -248,10 +248,11 @@ class RLTrainer:
             callback("scored", k)
         rollout = Rollout(trajs, crystals, formulas, evaluated, reward, filtered, keys, rejected=keep & ~valid)
         replayed = self.replay.sample(cfg.replay_per_iter, self.np_rng) if self.runner.uses_replay else []
-        before_update = time.perf_counter()
-        self.phases["remember"] = before_update - clock - self.phases["sample"] - self.phases["score"]
+        marks.append(time.perf_counter())
         stats = self.runner.update(rollout, replayed) if self.runner.trains else {}
-        self.phases["update"] = time.perf_counter() - before_update
+        marks.append(time.perf_counter())
+        spans = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+        self.phases = dict(zip(("sample", "score", "remember", "update"), spans, strict=True))
         if self.runner.uses_replay:
             for i in np.flatnonzero(evaluated):
                 self.replay.add(keys[i], ukeys[i], float(reward[i]), trajs[i], float(filtered[i]))

@@ -27,7 +27,7 @@ from matinvent.crystal.structure_hash import structure_key
 from matinvent.oracles.base import Oracle
 from matinvent.oracles.mlip.batched import BatchedRelaxer, SinglePoint
 from matinvent.oracles.mlip.calculators import model_spec
-from matinvent.oracles.mlip.energies import relaxed_formation_energy
+from matinvent.oracles.mlip.energies import relaxed_hull_energy
 from matinvent.oracles.mlip.relaxed import Relaxed
 
 
@@ -55,19 +55,16 @@ class StaticPoints:
         return out
 
     def e_above_hull(self, structures: list[Any], hull: Any = None) -> np.ndarray:
-        """E_hull (eV/atom) of each structure as given; NaN where the single point or the hull fails."""
-        from matinvent.oracles.hull import e_above_hull_with_reason
-
-        out = np.full(len(structures), np.nan)
-        for i, (s, p) in enumerate(zip(structures, self.points(structures), strict=True)):
-            if not math.isfinite(p.energy_per_atom):
-                continue
-            try:
-                e_form = relaxed_formation_energy(Relaxed(s, p.energy_per_atom, True, 0), self)
-            except ValueError:
-                continue
-            out[i] = e_above_hull_with_reason(s.composition, e_form, hull)[0]
-        return out
+        """E_hull (eV/atom) of each structure as given; NaN where the single point or the hull fails (the relaxed
+        oracles' code path, :func:`~matinvent.oracles.mlip.energies.relaxed_hull_energy`, on the unrelaxed energy)."""
+        return np.array(
+            [
+                relaxed_hull_energy(Relaxed(s, p.energy_per_atom, True, 0), self, hull).e_above_hull
+                if math.isfinite(p.energy_per_atom)
+                else np.nan
+                for s, p in zip(structures, self.points(structures), strict=True)
+            ]
+        )
 
     def max_force(self, structures: list[Any]) -> np.ndarray:
         """The largest atomic force norm (eV/Å) of each structure as given; NaN where the single point failed."""
