@@ -209,6 +209,7 @@ class CrystalDiffusion(nn.Module):
         return out
 
     transition_params = sampler.transition_params  # a stored transition's means/stds under this model
+    transition_params_many = sampler.transition_params_many  # several transitions of one batch, one network call
 
     def sample_num_atoms(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` atom counts from the histogram (restricted to the constraint's counts when set)."""

@@ -34,15 +34,26 @@ from matinvent.prior.transitions import Trajectory, Transition, TransitionParams
 
 def corrector_params(model: nn.Module, A, F, L, t: int, batch, num_atoms) -> tuple[torch.Tensor, float]:
     """Langevin corrector at noise level σ_t: mean and std of F_mid."""
+    _, F_out, _ = model.denoise_at(A, F, L, t, batch, num_atoms)
+    return corrector_from(model, F, F_out, t)
+
+
+def corrector_from(model: nn.Module, F, F_out, t: int) -> tuple[torch.Tensor, float]:
+    """The corrector's mean and std of F_mid from the network's coordinate output ``F_out`` at (F, t)."""
     sig_t = float(model.sigma.sigmas[t])
     step = model.config.step_lr * (sig_t / model.config.sigma_begin) ** 2
-    _, F_out, _ = model.denoise_at(A, F, L, t, batch, num_atoms)
     return F + step * model.score_estimate(F_out, t), (2.0 * step) ** 0.5
 
 
 def predictor_params(model: nn.Module, A, F_mid, L, t: int, t_prev: int, batch, num_atoms):
     """Reverse-SDE predictor on F and ancestral DDPM steps on L and A, from M_mid at time t."""
-    eps_L, F_out, eps_A, log_p0 = model.denoise_at(A, F_mid, L, t, batch, num_atoms, return_type_logits=True)
+    out = model.denoise_at(A, F_mid, L, t, batch, num_atoms, return_type_logits=True)
+    return predictor_from(model, A, F_mid, L, t, t_prev, out)
+
+
+def predictor_from(model: nn.Module, A, F_mid, L, t: int, t_prev: int, out):
+    """The predictor's means and stds from the network's outputs ``out`` = (ε̂_L, ŝ_F, ε̂_A, type logits) at M_mid."""
+    eps_L, F_out, eps_A, log_p0 = out
     sig_t = float(model.sigma.sigmas[t])
     sig_prev = float(model.sigma.sigmas[t_prev])
     step = sig_t**2 - sig_prev**2
@@ -69,9 +80,38 @@ def transition_params(model: nn.Module, tr: Transition, batch, num_atoms) -> Tra
     """Recompute a stored transition's means/stds under this model (differentiable)."""
     mean_c, std_c = corrector_params(model, tr.A, tr.F, tr.L, tr.t, batch, num_atoms)
     *pred, types = predictor_params(model, tr.A, tr.F_mid, tr.L, tr.t, tr.t_prev, batch, num_atoms)
+    return _assemble(model, tr, batch, num_atoms, (mean_c, std_c), pred, types)
+
+
+def _assemble(model: nn.Module, tr: Transition, batch, num_atoms, corr, pred, types) -> TransitionParams:
     if model.masked_types and model.constraint is not None:
         types["allowed_A"] = model.constraint.step_masks(tr.A, tr.A_next, batch, num_atoms, model.n_types)
-    return TransitionParams(mean_c, std_c, *pred, **types)
+    return TransitionParams(*corr, *pred, **types)
+
+
+def transition_params_many(model: nn.Module, trs: list[Transition], batch, num_atoms) -> list[TransitionParams]:
+    """:func:`transition_params` of several stored transitions of the same crystals (``batch``, ``num_atoms``),
+    from ONE network call: the 2·len(``trs``) inputs (corrector at M_t, predictor at M_mid, each at its own t)
+    are stacked along the batch. The same parameters as one call per transition, up to float rounding."""
+    if not trs:
+        return []
+    B, N, k = len(num_atoms), len(batch), len(trs)
+    inputs = [(tr.A, tr.F, tr.L, tr.t) for tr in trs] + [(tr.A, tr.F_mid, tr.L, tr.t) for tr in trs]
+    A = torch.cat([x[0] for x in inputs])
+    F = torch.cat([x[1] for x in inputs])
+    L = torch.cat([x[2] for x in inputs])
+    t = torch.tensor([x[3] for x in inputs], device=L.device, dtype=torch.long).repeat_interleave(B)
+    offsets = torch.arange(2 * k, device=batch.device).repeat_interleave(N) * B
+    big_batch = batch.repeat(2 * k) + offsets
+    out = model.predict(A, F, L, t, big_batch, num_atoms.repeat(2 * k), return_type_logits=True)
+    params = []
+    for j, tr in enumerate(trs):
+        atoms, cells = slice((k + j) * N, (k + j + 1) * N), slice((k + j) * B, (k + j + 1) * B)
+        corr = corrector_from(model, tr.F, out[1][j * N : (j + 1) * N], tr.t)
+        mid = (out[0][cells], out[1][atoms], out[2][atoms], None if out[3] is None else out[3][atoms])
+        *pred, types = predictor_from(model, tr.A, tr.F_mid, tr.L, tr.t, tr.t_prev, mid)
+        params.append(_assemble(model, tr, batch, num_atoms, corr, pred, types))
+    return params
 
 
 @torch.no_grad()

@@ -62,6 +62,7 @@ class RLConfig:
     beta: float = 0.1  # reward-weighted KL weight (the paper gives none; tuned: benchmarks/results/tune_beta01.md)
     lam: float = 1.1  # λ, slightly above the maximum reward
     kl_steps: int = 10  # K of T steps drawn per trajectory and update (0 = all T)
+    recompute_chunk: int = 1  # drawn steps per network call (0 = all): 1 is fastest on CPU (rl_speed.md), more uses more memory
     # --- stabilisers (ours, on by default; preset paper turns every one off) ---
     logp_reduce: str = "mean"  # mean (default): each component's log p and KL averaged over its size | sum (paper)
     sigma_floor: float = 0.0  # floor on the Gaussian σ in log-probs and KLs (0 = none)
@@ -137,6 +138,7 @@ BOUNDS: dict[str, Bounds] = {
     "beta": Bounds(0, 1000),
     "lam": Bounds(1, 1000, low_open=True),  # λ must exceed the maximum reward, 1
     "kl_steps": Bounds(0, 10_000),
+    "recompute_chunk": Bounds(0, 10_000),
     "sigma_floor": Bounds(0, 1),
     "skip_last": Bounds(0, 10_000),
     "ppo_clip": Bounds(0, 1, high_open=True),

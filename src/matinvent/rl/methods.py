@@ -30,6 +30,7 @@ from matinvent.crystal.batch import CrystalBatch
 from matinvent.crystal.record import Crystal
 from matinvent.prior.diffusion_config import COMPONENTS
 from matinvent.prior.model import CrystalDiffusion
+from matinvent.prior.transitions import TransitionParams
 from matinvent.rl.config import RLConfig
 from matinvent.rl.natoms import NatomsPolicy
 from matinvent.rl.objective import (
@@ -152,7 +153,8 @@ class Method:
         """``epochs`` (default ``cfg.epochs``) optimiser steps on the (stabilised) Eq. 17, mean over trajectories.
 
         Per drawn step: α·PG(log p, A) + β·(λ − r)·Σ_c w_c KL_c (:mod:`matinvent.rl.objective`),
-        scaled by T/K; plus, with the atom-count action, the same two terms for N once per epoch.
+        scaled by T/K; ``recompute_chunk`` drawn steps share one network call per model, and the frozen
+        prior's parameters of a step are computed once per call (the epochs redraw steps, not states); plus, with the atom-count action, the same two terms for N once per epoch.
         ``replayed`` marks trajectories from the replay buffer (left out of the PG with ``replay_pg: exclude``).
         """
         if not trajs:
@@ -171,53 +173,65 @@ class Method:
         stats = {"loss": 0.0, "logp": 0.0, "kl": 0.0, "clip_frac": 0.0}
         n_terms = 0
         n_epochs = cfg.epochs if epochs is None else epochs
+        prior_params: dict[int, TransitionParams] = {}  # step → the prior's parameters for these trajectories
         for _ in range(n_epochs):
             steps = self.draw_steps()
             scale = T / len(steps)
             self.opt.zero_grad(set_to_none=True)
-            for s in steps:
-                tr, batch, num_atoms = stack_step(trajs, s, self.ts, dev)
-                p = self.agent.transition_params(tr, batch, num_atoms)
-                comp = component_log_probs(p, tr, batch, num_atoms, cfg.sigma_floor, "sum")  # true log-probs
-                dims = component_dims(num_atoms, comp.dtype, type_dims(p))
-                lp_sum = (comp * pg_mask).sum(-1)
-                lp = (comp / dims * pg_mask).sum(-1) if cfg.logp_reduce == "mean" else lp_sum
-                # the PPO ratio is exp(Δ of the summed log-probs): stored per cfg.logp_reduce, so mean × dims
-                summed = cfg.ppo_ratio == "summed"
-                old = None
-                if clip > 0:
-                    weights = pg_mask * (dims if summed and cfg.logp_reduce == "mean" else 1)
-                    old = self._old_logp(trajs, s, weights, dev)
-                kl = None
-                if use_kl:
+            size = cfg.recompute_chunk or len(steps)
+            for chunk in (steps[i : i + size] for i in range(0, len(steps), size)):
+                # the chunk's steps in one network call per model (stacked along the batch), one backward
+                stacked = [stack_step(trajs, s, self.ts, dev) for s in chunk]
+                trs, batch, num_atoms = [x[0] for x in stacked], stacked[0][1], stacked[0][2]
+                ps = self.agent.transition_params_many(trs, batch, num_atoms)
+                qs = [None] * len(trs)
+                if use_kl:  # the frozen prior's parameters of a step are the same in every epoch: computed once
+                    todo = [(s, tr) for s, tr in zip(chunk, trs, strict=True) if s not in prior_params]
                     with torch.no_grad():
-                        q = self.prior.transition_params(tr, batch, num_atoms)
-                    kl = component_kls(p, q, batch, num_atoms, cfg.sigma_floor, cfg.logp_reduce)
-                    stats["kl"] += scale * float((kl.detach() * kl_w).sum(-1).mean()) / n_epochs
-                per, ratio = step_loss(
-                    lp,
-                    a,
-                    old,
-                    clip,
-                    has_old,
-                    pg_on,
-                    cfg.alpha,
-                    kl,
-                    r,
-                    cfg.beta,
-                    cfg.lam,
-                    kl_w,
-                    ratio_logp=lp_sum if summed else None,
-                )
-                loss = scale * per.mean()
-                loss.backward()
-                stats["loss"] += float(loss.detach()) / n_epochs
-                stats["logp"] += scale * float(lp.detach().mean()) / n_epochs
-                if clip > 0:  # over the rows that use the ratio (stored log-probs, in the PG)
-                    used = has_old & pg_on
-                    clipped = ((ratio - 1).abs() > clip) & used
-                    stats["clip_frac"] += float(clipped.sum()) / max(int(used.sum()), 1)
-                n_terms += 1
+                        fresh = self.prior.transition_params_many([tr for _, tr in todo], batch, num_atoms)
+                    prior_params.update({s: q for (s, _), q in zip(todo, fresh, strict=True)})
+                    qs = [prior_params[s] for s in chunk]
+                chunk_loss = None
+                for s, tr, p, q in zip(chunk, trs, ps, qs, strict=True):
+                    comp = component_log_probs(p, tr, batch, num_atoms, cfg.sigma_floor, "sum")  # true log-probs
+                    dims = component_dims(num_atoms, comp.dtype, type_dims(p))
+                    lp_sum = (comp * pg_mask).sum(-1)
+                    lp = (comp / dims * pg_mask).sum(-1) if cfg.logp_reduce == "mean" else lp_sum
+                    # the PPO ratio is exp(Δ of the summed log-probs): stored per cfg.logp_reduce, so mean × dims
+                    summed = cfg.ppo_ratio == "summed"
+                    old = None
+                    if clip > 0:
+                        weights = pg_mask * (dims if summed and cfg.logp_reduce == "mean" else 1)
+                        old = self._old_logp(trajs, s, weights, dev)
+                    kl = None
+                    if use_kl:
+                        kl = component_kls(p, q, batch, num_atoms, cfg.sigma_floor, cfg.logp_reduce)
+                        stats["kl"] += scale * float((kl.detach() * kl_w).sum(-1).mean()) / n_epochs
+                    per, ratio = step_loss(
+                        lp,
+                        a,
+                        old,
+                        clip,
+                        has_old,
+                        pg_on,
+                        cfg.alpha,
+                        kl,
+                        r,
+                        cfg.beta,
+                        cfg.lam,
+                        kl_w,
+                        ratio_logp=lp_sum if summed else None,
+                    )
+                    loss = scale * per.mean()
+                    chunk_loss = loss if chunk_loss is None else chunk_loss + loss
+                    stats["loss"] += float(loss.detach()) / n_epochs
+                    stats["logp"] += scale * float(lp.detach().mean()) / n_epochs
+                    if clip > 0:  # over the rows that use the ratio (stored log-probs, in the PG)
+                        used = has_old & pg_on
+                        clipped = ((ratio - 1).abs() > clip) & used
+                        stats["clip_frac"] += float(clipped.sum()) / max(int(used.sum()), 1)
+                    n_terms += 1
+                chunk_loss.backward()
             if self.natoms is not None:
                 stats["loss"] += self._natoms_step(trajs, r, a, pg_on, use_kl) / n_epochs
             params = list(self.agent.parameters())
