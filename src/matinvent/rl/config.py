@@ -62,7 +62,7 @@ class RLConfig:
     beta: float = 0.1  # reward-weighted KL weight (the paper gives none; tuned: benchmarks/results/tune_beta01.md)
     lam: float = 1.1  # λ, slightly above the maximum reward
     kl_steps: int = 10  # K of T steps drawn per trajectory and update (0 = all T)
-    recompute_chunk: int = 1  # drawn steps per network call (0 = all): 1 is fastest on CPU (rl_speed.md), more uses more memory
+    recompute_chunk: int = 1  # drawn steps per network call (0 = all); 1 was fastest on CPU, more uses more memory
     # --- stabilisers (ours, on by default; preset paper turns every one off) ---
     logp_reduce: str = "mean"  # mean (default): each component's log p and KL averaged over its size | sum (paper)
     sigma_floor: float = 0.0  # floor on the Gaussian σ in log-probs and KLs (0 = none)

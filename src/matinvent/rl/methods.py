@@ -154,7 +154,8 @@ class Method:
 
         Per drawn step: α·PG(log p, A) + β·(λ − r)·Σ_c w_c KL_c (:mod:`matinvent.rl.objective`),
         scaled by T/K; ``recompute_chunk`` drawn steps share one network call per model, and the frozen
-        prior's parameters of a step are computed once per call (the epochs redraw steps, not states); plus, with the atom-count action, the same two terms for N once per epoch.
+        prior's parameters of a step are computed once per call (the epochs redraw steps, not states);
+        plus, with the atom-count action, the same two terms for N once per epoch.
         ``replayed`` marks trajectories from the replay buffer (left out of the PG with ``replay_pg: exclude``).
         """
         if not trajs:
