@@ -84,3 +84,23 @@ def test_the_update_is_the_same_whatever_the_chunk_size(make_model):
         assert stats["kl"] == pytest.approx(ref_stats["kl"], rel=1e-9)
         for a, b in zip(params, ref_params, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_the_priors_parameters_are_computed_once_per_step_whatever_the_epochs(make_model):
+    model = make_model(timesteps=20, dtype=torch.float64)
+    prior = copy.deepcopy(model)
+    traj = sampled(model)
+    trajs, ts = split_trajectory(traj), [tr.t for tr in traj.transitions]
+    seen: list[int] = []
+    inner = prior.transition_params_many
+
+    def counting(trs, batch, num_atoms):
+        seen.extend(tr.t for tr in trs)
+        return inner(trs, batch, num_atoms)
+
+    prior.transition_params_many = counting
+    cfg = RLConfig(kl_steps=0, topk_ratio=1.0, epochs=3)
+    method = MatInvent(cfg, copy.deepcopy(model), prior, ts, torch.optim.SGD(model.parameters(), lr=0.0), None)
+    r = np.array([0.1, 0.8, 0.4, 0.6])
+    method.update(Rollout(trajs, [None] * 4, list("ABCD"), np.ones(4, dtype=bool), r, r, list("abcd")), [])
+    assert sorted(seen) == sorted(ts)  # 20 steps once each, not 3 × 20
