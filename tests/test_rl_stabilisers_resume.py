@@ -30,7 +30,7 @@ def all_switches(prior, replay_pg: str) -> RLConfig:
         replay_per_iter=2,
         baseline="normalize", logp_reduce="mean", sigma_floor=1e-3, skip_last=1, ppo_clip=0.2, epochs=2,
         replay_pg=replay_pg, kl_weights=ComponentWeights(F_corr=0.5, F=2.0, L=0.1, A=1.5), natoms_action=True,
-        rejected_pg="zero",
+        rejected_pg="zero", element_balance=1.0, element_balance_window=8,
     )  # fmt: skip
 
 
@@ -93,6 +93,10 @@ def test_the_full_runs_exercise_every_switch(full_runs, tiny_prior):
         learnt = torch.log_softmax(natoms["logits"].masked_fill(~sup, -torch.inf), 0)
         assert (learnt[sup] - natoms["prior_logp"][sup]).abs().max() > 1e-3, mode  # N was trained
         assert not torch.equal(load_prior(out / "agent").natoms_prob, load_prior(tiny_prior).natoms_prob), mode
+        # the element balance acted: a formula's first crystal (diversity factor 1) kept less than its reward
+        r = rows(out)
+        first = ~r["formula"].duplicated() & r["valid"].astype(bool) & (r["reward"] > 0)
+        assert (r.loc[first, "filtered_reward"] < r.loc[first, "reward"] - 1e-9).any(), mode
     # the replay_pg switch is live in the loop: the same batches train differently
     a = torch.load(full_runs["include"][0] / "checkpoint.pt", weights_only=True)["agent"]
     b = torch.load(full_runs["exclude"][0] / "checkpoint.pt", weights_only=True)["agent"]

@@ -89,6 +89,8 @@ class RLConfig:
     unique_by: str = "formula"
     df_tol: int = 0  # diversity filter (paper: no values); (3, 6) until 2026-12-02 15:30
     df_buff: int = 2
+    element_balance: float = 0.0  # γ of the element-balance filter (0 = off; configs/align.yaml: rl/element_balance.py)
+    element_balance_window: int = 1000  # evaluated crystals whose element frequencies the filter compares with MP-20
     hc_top_ratio: float = 0.4  # hill climbing: fraction of the batch fine-tuned on
     hc_epochs: int = 4
     wd_epochs: int = 8  # weighted-denoising: optimiser steps per iteration (each a fraction of a PG step's cost)
@@ -149,6 +151,8 @@ BOUNDS: dict[str, Bounds] = {
     "replay_min_reward": Bounds(0, 1, high_open=True),
     "df_tol": Bounds(0, 999_999),  # and < df_buff
     "df_buff": Bounds(1, 1_000_000),
+    "element_balance": Bounds(0, 100),
+    "element_balance_window": Bounds(1, 10_000_000),
     "hc_top_ratio": Bounds(0, 1, low_open=True),
     "hc_epochs": Bounds(1, 1000),
     "wd_epochs": Bounds(1, 1000),

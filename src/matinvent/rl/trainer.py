@@ -27,11 +27,13 @@ from matinvent.crystal.constraints import ChemConstraints
 from matinvent.crystal.record import Crystal
 from matinvent.crystal.validity import gate_flags
 from matinvent.diffusion import respaced_timesteps
+from matinvent.evaluation.distributions import element_set
 from matinvent.io.run_memory import CrystalRecord, Memory
 from matinvent.prior.model import CrystalDiffusion
 from matinvent.prior.transitions import Trajectory
 from matinvent.rl.config import RLConfig, paper_loss
 from matinvent.rl.diversity import DiversityFilter
+from matinvent.rl.element_balance import ElementBalance
 from matinvent.rl.methods import METHOD_CLASSES, Rollout
 from matinvent.rl.metrics import RunningMetrics
 from matinvent.rl.natoms import NatomsPolicy
@@ -106,6 +108,7 @@ class RLTrainer:
         self.update_gen = torch.Generator().manual_seed(seed + 1)
         self.np_rng = np.random.default_rng(seed + 2)
         self.dfilter = DiversityFilter(cfg.df_tol, cfg.df_buff)
+        self.balance = ElementBalance(cfg.element_balance, cfg.element_balance_window) if cfg.element_balance else None
         self.unique = UniqueKeys(cfg.unique_by)  # what "the same crystal" is for the filter, hits and diversity
         self.replay = ReplayBuffer(Path(run_dir) / "replay", cfg.replay_size, cfg.replay_min_reward)
         self.metrics = RunningMetrics(n_hits=cfg.n_hits, diversity_budget=cfg.diversity_budget)
@@ -127,6 +130,7 @@ class RLTrainer:
             "np_rng": json.dumps(self.np_rng.bit_generator.state),
             "diversity": json.dumps(self.dfilter.state_dict()),
             "unique": json.dumps(self.unique.state_dict()),
+            "element_balance": json.dumps(self.balance.state_dict() if self.balance is not None else {}),
             "replay": json.dumps(self.replay.state_dict()),
             "metrics": json.dumps(self.metrics.state_dict()),
             "elapsed": self.elapsed,
@@ -144,6 +148,8 @@ class RLTrainer:
         self.dfilter.load_state_dict(json.loads(st["diversity"]))
         if "unique" in st:  # checkpoints from before unique_by: formula keys, no state
             self.unique.load_state_dict(json.loads(st["unique"]))
+        if self.balance is not None and "element_balance" in st:  # older checkpoints: none
+            self.balance.load_state_dict(json.loads(st["element_balance"]))
         self.replay.load_state_dict(json.loads(st["replay"]))
         self.metrics = RunningMetrics.from_state_dict(json.loads(st["metrics"]))
         self.iteration, self.elapsed = int(st["iteration"]), float(st["elapsed"])
@@ -230,6 +236,8 @@ class RLTrainer:
         if self.runner.uses_filter:
             idx = np.flatnonzero(evaluated)
             filtered[idx] = self.dfilter([ukeys[i] for i in idx], reward[idx])
+            if self.balance is not None:  # elements the run over-uses against MP-20 (rl/element_balance.py)
+                filtered[idx] = self.balance([sorted(element_set(crystals[i])) for i in idx], filtered[idx])
         keys = [f"{k:06d}_{i:03d}" for i in range(len(crystals))]
         if not existing:
             memory.add(
