@@ -215,3 +215,33 @@ def test_saturated_counts_follow_the_filter_rule() -> None:
     assert c["diversity_ratio"] == pytest.approx(3 / 6) and c["diversity_ratio_without"] == pytest.approx(3 / 4)
     assert c["evals_per_hit"] == pytest.approx(3.0) and c["evals_per_hit_without"] == pytest.approx(4.0)
     assert se.saturated_counts([("A", False)] * 3, buff=5)["saturated"] == 0
+
+
+def test_diversity_at_600_and_3000_reads_the_first_b_evaluations_in_order(tmp_path: Path) -> None:
+    import diversity_budget
+
+    from matinvent.io.run_memory import CrystalRecord, Memory
+
+    run = tmp_path / "density_matinvent_s0"
+    run.mkdir()
+    mem = Memory(run / "memory.sqlite", ["density"])
+    recs = []
+    for i in range(3200):  # every 4th sample invalid; formulas repeat with period 5 after 600 evaluations
+        valid = i % 4 != 3
+        formula = f"X{i}" if i < 800 else f"Y{i % 5}"
+        recs.append(
+            CrystalRecord(
+                run_id="r", method="matinvent", iteration=i // 32, idx=i % 32, formula=formula, cif="", valid=valid,
+                failed=False, properties={"density": 1.0}, reward=0.0, filtered_reward=0.0, hit=valid and i % 8 == 0,
+            )  # fmt: skip
+        )
+    mem.add(recs)
+    mem.close()
+    at = diversity_budget.at_budgets(run)
+    # samples 0..799 hold 600 valid crystals, all distinct; 100 of them hits (i % 8 == 0)
+    assert at[600] == {"diversity_ratio": 1.0, "hits": 100, "evals_per_hit": 6.0}
+    assert 3000 not in at  # 2400 evaluations only
+    at = diversity_budget.at_budgets(run, budgets=(600, 2400))
+    # 2400 evaluations: 600 distinct X + 5 Y formulas; hits: 100 X + Y0 (i % 8 == 0 → i % 5 takes all values: 5 Y)
+    assert at[2400]["diversity_ratio"] == pytest.approx(605 / 2400)
+    assert at[2400]["hits"] == 105
