@@ -12,6 +12,7 @@ the sampling log-probs), ``score`` (gate + oracle), ``remember`` (memory, filter
 
     python benchmarks/rl_speed.py                     # ≈ 10 min on 2 cores
     python benchmarks/rl_speed.py --iterations 3 --name rl_speed_smoke
+    python benchmarks/rl_speed.py --quick --before ../old_checkout/src   # before/after a change, interleaved
 
 Writes ``benchmarks/results/<name>.json`` and ``.md``; the first iteration of each job is a warm-up and
 is left out of the means.
@@ -59,8 +60,12 @@ def worker(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(rows))
 
 
-def run_jobs(n_jobs: int, threads: int, iterations: int, env_extra: dict[str, str]) -> list[list[dict]]:
+def run_jobs(
+    n_jobs: int, threads: int, iterations: int, env_extra: dict[str, str], src: str | None = None
+) -> list[list[dict]]:
     env = {**os.environ, **env_extra}
+    if src:  # another checkout's package (the code before a change), same script and machine
+        env["PYTHONPATH"] = src
     env.pop("OMP_NUM_THREADS", None)
     with tempfile.TemporaryDirectory() as tmp:
         outs = [Path(tmp) / f"job{j}.json" for j in range(n_jobs)]
@@ -102,13 +107,16 @@ def markdown(result: dict) -> str:
         f"density task, raw pipeline, default settings; {result['iterations'] - 1} timed iterations per job "
         "(after one warm-up), seconds per iteration (mean over jobs).",
         "",
-        "| scenario | OMP wait policy | " + " | ".join(PHASES) + " | **total** |",
-        "|---|---|" + "---|" * len(PHASES) + "---|",
+        "| scenario | OMP wait policy | code | " + " | ".join(PHASES) + " | **total** |",
+        "|---|---|---|" + "---|" * len(PHASES) + "---|",
     ]
     for row in result["scenarios"]:
         cells = [f"{row['phases'][k]:.2f}" for k in PHASES]
+        code = row.get("code", "this tree")
         lines.append(
-            f"| {row['label']} | {row['policy']} | " + " | ".join(cells) + f" | **{row['phases']['total']:.2f}** |"
+            f"| {row['label']} | {row['policy']} | {code} | "
+            + " | ".join(cells)
+            + f" | **{row['phases']['total']:.2f}** |"
         )
     return "\n".join(lines) + "\n"
 
@@ -122,6 +130,8 @@ def main() -> None:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--name", default="rl_speed")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--quick", action="store_true", help="three scenarios: alone (all / half the cores), two jobs")
+    ap.add_argument("--before", help="another checkout's src/ folder: each scenario also runs with it, interleaved")
     args = ap.parse_args()
     if args.worker:
         worker(args)
@@ -137,11 +147,15 @@ def main() -> None:
         (f"two jobs, {args.cores} threads each", 2, args.cores, {"OMP_WAIT_POLICY": "PASSIVE"}, "PASSIVE"),
         (f"two jobs, {half} thread(s) each", 2, half, {}, "default"),
     ]
+    if args.quick:
+        scenarios = [scenarios[0], scenarios[2], scenarios[5]]
+    codes = [(None, "this tree")] + ([(args.before, f"before ({args.before})")] if args.before else [])
     out = []
     for label, jobs, threads, env, policy in scenarios:
-        print(f"{label} ({policy}) ...", flush=True)
-        out.append({"label": label, "jobs": jobs, "threads": threads, "policy": policy,
-                    "phases": summarise(run_jobs(jobs, threads, args.iterations, env))})  # fmt: skip
+        for src, code in codes:
+            print(f"{label} ({policy}, {code}) ...", flush=True)
+            out.append({"label": label, "jobs": jobs, "threads": threads, "policy": policy, "code": code,
+                        "phases": summarise(run_jobs(jobs, threads, args.iterations, env, src))})  # fmt: skip
     result = {"scenarios": out, "iterations": args.iterations, "cores": args.cores, "torch": torch.__version__}
     result.update(stamp())
     write(args.name, result, markdown(result))
