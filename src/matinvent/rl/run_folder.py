@@ -119,7 +119,7 @@ def load_checkpoint(trainer: RLTrainer, path: Path, device: str) -> None:
         state = torch.load(path, map_location=device, weights_only=True)
     except (EOFError, OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
         raise ConfigError(f"{path}: not a readable checkpoint ({_why(path, exc)})") from exc
-    optional = {"unique"}  # added 2026-12-07: older checkpoints key everything by formula
+    optional = {"unique", "element_balance"}  # added 2026-12-07 and -08: older checkpoints have neither
     missing = [k for k in trainer.state_dict() if k not in optional and (not isinstance(state, dict) or k not in state)]
     if missing:
         raise ConfigError(f"{path}: not a checkpoint of matinvent optimize (missing {', '.join(missing[:3])})")
