@@ -79,3 +79,23 @@ def test_a_bad_reference_file_names_the_file(tmp_path, text):
 def test_invalid_settings_are_refused():
     with pytest.raises(ValueError, match="strength"):
         ElementBalance(strength=-1.0, reference=REF)
+
+
+def test_reference_start_freezes_the_runs_first_window_and_guards_drift_only():
+    eb = ElementBalance(strength=1.0, window=4, pseudo=4.0, reference="start")
+    first = [["A", "B"], ["A"], ["A", "C"], ["A"]]  # frozen p: A 4/6, B 1/6, C 1/6
+    got = eb(first, [1.0] * 4)
+    np.testing.assert_allclose(got, 1.0)  # no reference yet: nothing is damped
+    assert eb.p == pytest.approx({"A": 4 / 6, "B": 1 / 6, "C": 1 / 6})
+    assert eb.factor(["A"]) == pytest.approx(1.0)  # the window still equals the reference
+    for _ in range(4):
+        eb.add(["B"])  # drift to B: the window now holds B only, q_B = (4 + 4·1/6)/(4 + 4) = 7/12
+    assert eb.factor(["B"]) == pytest.approx((1 / 6) / (7 / 12))
+    clone = ElementBalance(strength=1.0, window=4, pseudo=4.0, reference="start")
+    clone.load_state_dict(json.loads(json.dumps(eb.state_dict())))  # the frozen p survives a resume
+    assert clone.p == eb.p and clone.factor(["B"]) == eb.factor(["B"])
+
+
+def test_an_unknown_reference_is_refused():
+    with pytest.raises(ValueError, match="'start'"):
+        ElementBalance(strength=1.0, reference="mp21")

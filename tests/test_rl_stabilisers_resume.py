@@ -187,6 +187,8 @@ def test_killed_and_resumed_run_with_every_switch_equals_uninterrupted_run(
         ({"baseline": "mean"}, "'baseline' must be one of none, batch, normalize"),
         ({"adv_clip": 0.0}, "'adv_clip' must be > 0"),
         ({"natoms_lr": 0.0}, "'natoms_lr' must be > 0"),
+        ({"element_balance_reference": "val"}, "'element_balance_reference' must be one of mp20, start, got 'val'"),
+        ({"element_balance": -1.0}, "'element_balance' must be"),
     ],
 )
 def test_invalid_stabiliser_values_name_the_key(data, message):

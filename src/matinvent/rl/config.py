@@ -90,7 +90,8 @@ class RLConfig:
     df_tol: int = 0  # diversity filter (paper: no values); (3, 6) until 2026-12-02 15:30
     df_buff: int = 2
     element_balance: float = 0.0  # γ of the element-balance filter (0 = off; configs/align.yaml: rl/element_balance.py)
-    element_balance_window: int = 1000  # evaluated crystals whose element frequencies the filter compares with MP-20
+    element_balance_window: int = 1000  # evaluated crystals whose element frequencies the filter compares
+    element_balance_reference: str = "mp20"  # mp20 (MP-20's frequencies) | start (the run's first window: drift only)
     hc_top_ratio: float = 0.4  # hill climbing: fraction of the batch fine-tuned on
     hc_epochs: int = 4
     wd_epochs: int = 8  # weighted-denoising: optimiser steps per iteration (each a fraction of a PG step's cost)
@@ -206,6 +207,7 @@ def validate(cfg: RLConfig) -> RLConfig:
     _one_of(cfg, "logp_reduce", REDUCE)
     _one_of(cfg, "ppo_ratio", ("summed", "mean"))
     _one_of(cfg, "unique_by", ("formula", "structure"))
+    _one_of(cfg, "element_balance_reference", ("mp20", "start"))
     _one_of(cfg, "replay_pg", REPLAY_PG)
     _one_of(cfg, "rejected_pg", REJECTED_PG)
     _one_of(cfg, "validity", VALIDITY)

@@ -108,7 +108,10 @@ class RLTrainer:
         self.update_gen = torch.Generator().manual_seed(seed + 1)
         self.np_rng = np.random.default_rng(seed + 2)
         self.dfilter = DiversityFilter(cfg.df_tol, cfg.df_buff)
-        self.balance = ElementBalance(cfg.element_balance, cfg.element_balance_window) if cfg.element_balance else None
+        self.balance = None  # elements the run over-uses (rl/element_balance.py); off by default
+        if cfg.element_balance:
+            ref = "start" if cfg.element_balance_reference == "start" else None
+            self.balance = ElementBalance(cfg.element_balance, cfg.element_balance_window, reference=ref)
         self.unique = UniqueKeys(cfg.unique_by)  # what "the same crystal" is for the filter, hits and diversity
         self.replay = ReplayBuffer(Path(run_dir) / "replay", cfg.replay_size, cfg.replay_min_reward)
         self.metrics = RunningMetrics(n_hits=cfg.n_hits, diversity_budget=cfg.diversity_budget)
