@@ -41,6 +41,8 @@ ROWS = [  # (label, key in evaluation.json, how to show it)
     ("E_hull ≤ 0.1 eV/atom (relaxed)", "stability.frac_stable_0.1", "pct"),
     ("S.U.N. rate (≤ 0.1, novel vs train)", "stability.sun_rate", "pct"),
     ("median E_hull (eV/atom)", "stability.median_e_above_hull", "f3"),
+    ("relaxations stopped by the step / time bound", "stability.n_unconverged", "int"),
+    ("of which by the time bound", "stability.n_time_limit", "int"),
 ]
 
 
@@ -53,6 +55,8 @@ def get(ev: dict, key: str):
 def show(value, how: str) -> str:
     if value is None:
         return "–"
+    if how == "int":
+        return str(int(value))
     return f"{100 * value:.1f} %" if how == "pct" else f"{value:.3f}"
 
 

@@ -99,6 +99,20 @@ def test_step_and_time_bounds_hold_per_structure():
     assert all(r.ok and not r.converged and r.error == TIME_LIMIT for r in late)
 
 
+def test_the_time_bound_counts_from_when_a_structure_joins_so_queued_ones_are_not_starved(monkeypatch):
+    """One structure in flight at a time (2 atoms each); a fake clock gains 1 s per reading, so every round costs
+    2 s (one reading before the steps, one after). A bound of 7 s per structure ends each of the three after the
+    round that ends 9 s after it joined: 5 rounds of its own. A bound from the start of the call (the behaviour
+    before) left the third with no step at all."""
+    from matinvent.oracles.mlip import batched as mod
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(mod.time, "monotonic", lambda: float(next(clock)))
+    out = mod.BatchedRelaxer(fmax=1e-6, max_steps=400, max_seconds=7.0, atoms_in_flight=2).relax(tiny_structures())
+    assert [r.steps for r in out] == [25, 25, 25]  # 5 rounds of 5 steps each
+    assert all(r.ok and not r.converged and r.error == mod.TIME_LIMIT for r in out)
+
+
 def test_a_batch_that_raises_is_relaxed_one_by_one_and_only_the_culprit_fails(monkeypatch):
     from matinvent.oracles.mlip.batched import BatchedRelaxer
 

@@ -22,7 +22,7 @@ SUMMARY_KEYS = {
     "n_requested", "n_selected", "n_relaxed", "n_failed", "n_e_above_hull", "frac_stable_0.1", "frac_stable_0.0",
     "mean_e_above_hull", "median_e_above_hull", "mean_rmsd", "median_rmsd", "frac_unique", "frac_novel", "sun_rate",
     "sun_rate_0.0", "sun_novelty_reference", "stable_threshold", "hull", "model", "seed", "n_hull_covered",
-    "frac_stable_0.1_hull_covered", "n_far_below_hull",
+    "frac_stable_0.1_hull_covered", "n_far_below_hull", "n_unconverged", "n_time_limit",
 }  # fmt: skip
 
 
@@ -143,6 +143,28 @@ def test_bookkeeping_with_a_stub_relaxer():
     # a seeded subset, reported at the input positions
     summary, rows = stability.stability_metrics(structures, n=3, seed=4, relaxer=relaxer, progress=False)
     assert [r["index"] for r in rows] == stability.pick_indices(6, 3, seed=4) and summary["n_selected"] == 3
+
+
+class BoundedStubRelaxer(StubRelaxer):
+    """As :class:`StubRelaxer`, but NaCl stops at the step bound and MgO at the batched engine's time limit."""
+
+    def relaxed(self, s: Structure) -> Relaxed:
+        r = super().relaxed(s)
+        formula = s.composition.reduced_formula
+        if formula == "NaCl":
+            return Relaxed(r.structure, r.energy_per_atom, False, 300)
+        if formula == "MgO":
+            return Relaxed(r.structure, r.energy_per_atom, False, 5, "time limit")
+        return r
+
+
+def test_relaxations_stopped_by_a_bound_are_counted_and_named():
+    mgo, nacl, si = rocksalt(4.257, "Mg", "O"), rocksalt(5.69, "Na", "Cl"), diamond_si()
+    relaxer = BoundedStubRelaxer({"MgO": -3.05, "NaCl": -2.1, "Si": 0.3})
+    summary, rows = stability.stability_metrics([mgo, nacl, si], n=3, relaxer=relaxer, progress=False)
+    assert summary["n_unconverged"] == 2 and summary["n_time_limit"] == 1
+    assert "time limit, 5 steps" in rows[0]["stability_reason"]
+    assert "(300 steps" in rows[1]["stability_reason"] and rows[2]["stability_reason"] is None
 
 
 def test_median_rmsd_is_numpys_median_of_the_finite_row_rmsds():

@@ -145,7 +145,8 @@ def measure_structure(
         return row, None
     row["relax_converged"], row["relax_steps"] = r.converged, r.steps
     if not r.converged:
-        reasons.append(f"relaxation not converged in {r.steps} steps (fmax {relaxer.fmax} eV/Å)")
+        why = f"{r.error}, " if r.error else ""  # e.g. the batched engine's "time limit"
+        reasons.append(f"relaxation not converged ({why}{r.steps} steps, fmax {relaxer.fmax} eV/Å)")
     energy = relaxed_hull_energy(r, relaxer, hull)  # the e_above_hull oracle's code path, and its E_form cache
     row["e_form"], row["e_above_hull"] = energy.e_form, energy.e_above_hull
     if energy.reason:
@@ -248,6 +249,8 @@ def stability_metrics(
         "n_selected": k,
         "n_relaxed": n_relaxed,
         "n_failed": k - n_relaxed,
+        "n_unconverged": sum(r.get("relax_converged") is False for r in rows),  # step or time bound reached
+        "n_time_limit": sum("time limit" in (r.get("stability_reason") or "") for r in rows),
         "n_e_above_hull": int(len(e_hull)),
         "frac_stable_0.1": _fraction([r["stable"] for r in rows], k),
         "frac_stable_0.0": _fraction([r["on_hull"] for r in rows], k),

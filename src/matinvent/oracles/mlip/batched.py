@@ -11,8 +11,9 @@ Every structure gets its own bounds and its own outcome, never an exception:
 - converged: the largest atomic force and the largest cell force are below ``fmax`` (eV/Å);
 - ``max_steps``: at most that many FIRE steps per structure (counted in rounds of
   ``steps_between_swaps``), then it leaves the batch unconverged;
-- ``max_seconds``: a wall-clock bound on one :meth:`relax` call; whatever is still in flight then
-  leaves unconverged, with the reason "time limit";
+- ``max_seconds``: a wall-clock bound per structure, counted from when it joins the batch (not from the
+  start of the call, so structures queued behind others are not starved); past it, the structure leaves
+  unconverged after the round in flight, with the reason "time limit";
 - atoms closer than ``min_distance`` Å, an element the model does not know, or a non-finite energy
   at any point: NaN energy and the reason, the rest of the batch goes on.
 
@@ -245,19 +246,22 @@ class BatchedRelaxer:
         initial = (start.energy.detach().double().cpu() / start.n_atoms_per_system.cpu()).tolist()
         batcher.load_states(start)
         steps = np.zeros(len(structures), dtype=int)
-        deadline = time.monotonic() + self.max_seconds
+        joined: dict[int, float] = {}  # when each structure entered the batch: its time bound counts from there
         state, done = None, None
         while (result := batcher.next_batch(state, done))[0] is not None:
             state, _, current = result
             indices = list(current)  # the batcher's own list changes on the next call
-            late = time.monotonic() > deadline  # whatever is in flight or queued then leaves without another step
-            if not late:
-                for _ in range(self.steps_between_swaps):
-                    state = update_fn(state)
-                steps[indices] += self.steps_between_swaps
+            start = time.monotonic()
+            for i in indices:
+                joined.setdefault(i, start)
+            for _ in range(self.steps_between_swaps):
+                state = update_fn(state)
+            steps[indices] += self.steps_between_swaps
+            now = time.monotonic()
             bad = ~torch.isfinite(state.energy)
             converged = converged_fn(state) & ~bad
             out_of_steps = torch.tensor([steps[i] >= self.max_steps for i in indices], device=bad.device)
+            late = torch.tensor([now - joined[i] > self.max_seconds for i in indices], device=bad.device)
             done = converged | bad | out_of_steps | late
             finished = torch.nonzero(done).flatten().tolist()
             if not finished:
@@ -270,6 +274,6 @@ class BatchedRelaxer:
                     relaxed = Relaxed(None, math.nan, False, int(steps[i]), "non-finite energy during the relaxation")
                 else:
                     energy = float(state.energy[k]) / n_atoms[k]
-                    reason = None if converged[k] or not late else TIME_LIMIT
+                    reason = None if converged[k] or not late[k] else TIME_LIMIT
                     relaxed = Relaxed(final[k], energy, bool(converged[k]), int(steps[i]), reason, initial[i])
                 report(i, relaxed)
