@@ -231,8 +231,18 @@ def test_diversity_at_600_and_3000_reads_the_first_b_evaluations_in_order(tmp_pa
         formula = f"X{i}" if i < 800 else f"Y{i % 5}"
         recs.append(
             CrystalRecord(
-                run_id="r", method="matinvent", iteration=i // 32, idx=i % 32, formula=formula, cif="", valid=valid,
-                failed=False, properties={"density": 1.0}, reward=0.0, filtered_reward=0.0, hit=valid and i % 8 == 0,
+                run_id="r",
+                method="matinvent",
+                iteration=i // 32,
+                idx=i % 32,
+                formula=formula,
+                cif="",
+                valid=valid,
+                failed=False,
+                properties={"density": 1.0},
+                reward=0.0,
+                filtered_reward=0.0,
+                hit=valid and i % 8 == 0,
             )  # fmt: skip
         )
     mem.add(recs)
