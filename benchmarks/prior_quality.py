@@ -6,6 +6,10 @@ val.csv.gz --stability --stability-n M --training train_partial.csv.gz``; the ga
 
     python benchmarks/prior_quality.py                                # both priors, 1,000 samples, 25 steps
     python benchmarks/prior_quality.py --n 20 --stability-n 4 --name prior_quality_smoke
+    python benchmarks/prior_quality.py --priors masked=mp20_masked masked_max5=mp20_masked@5  # + --max-elements 5
+
+A prior spec is ``label=path`` (or a bundled name), optionally ``@K``: sample it with ``--max-elements K``.
+A prior saved from a constrained run samples under its own constraints anyway (``trained_under_constraints``).
 
 Writes ``benchmarks/results/<name>.json`` and ``.md``; samples under ``runs/prior_quality/``.
 """
@@ -78,11 +82,13 @@ def run(cmd: list[str], log: Path) -> None:
 
 def measure(label: str, prior: str, args: argparse.Namespace, work: Path) -> dict:
     folder = work / label
+    prior, _, cap = prior.partition("@")
     t0 = time.time()
     if not (folder / "evaluation.json").exists():
         run(
             ["sample", "--n", str(args.n), "--seed", "0", "--steps", str(args.steps), "--checkpoint", prior,
-             "--out", str(folder), "--overwrite", "--threads", str(args.threads)],
+             "--out", str(folder), "--overwrite", "--threads", str(args.threads)]
+            + (["--max-elements", cap] if cap else []),
             work / "log.txt",
         )  # fmt: skip
         run(
@@ -93,7 +99,7 @@ def measure(label: str, prior: str, args: argparse.Namespace, work: Path) -> dic
     ev = json.loads((folder / "evaluation.json").read_text())
     ev["gate_pass"] = gate_pass(folder)
     ev["wall_s"] = round(time.time() - t0, 1)
-    return {"label": label, "prior": prior, "evaluation": ev}
+    return {"label": label, "prior": prior, "max_elements": int(cap) if cap else None, "evaluation": ev}
 
 
 def markdown(result: dict) -> str:

@@ -65,6 +65,13 @@ class Prior:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def constraints(self) -> ChemConstraints:
+        """The chemical-space constraints this prior was fine-tuned under (inactive for a pretrained one)."""
+        from matinvent.prior.checkpoint import prior_constraints
+
+        return prior_constraints(self.path)
+
     def sample(
         self,
         n: int,
@@ -79,13 +86,13 @@ class Prior:
         ``steps``: reverse sampler steps (default: the checkpoint's ``sample_steps``); ``constraints``: a
         :class:`~matinvent.crystal.constraints.ChemConstraints` or its mapping (``{"exclude": ["O"], "max_elements":
         3, "natoms": [4, 12], "preset": "no-radioactive"}`` …), enforced inside the sampler so every crystal
-        satisfies it. Degenerate samples (no buildable cell) are left out: the list may be shorter than ``n``.
+        satisfies it, together with those the prior was fine-tuned under (:attr:`constraints`).
+        Degenerate samples (no buildable cell) are left out: the list may be shorter than ``n``.
         """
-        from matinvent.crystal.constraints import ChemConstraints
+        from matinvent.crystal.constraints import merged_constraints
         from matinvent.prior.sampler import sample_crystals
 
-        if constraints is not None and not isinstance(constraints, ChemConstraints):
-            constraints = ChemConstraints.from_dict(constraints)
+        constraints = merged_constraints(self.constraints, constraints)
         crystals = sample_crystals(
             self.model, n, seed=seed, steps=steps, batch_size=batch_size, progress=progress, constraints=constraints
         )

@@ -44,8 +44,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from matinvent.cli.constraint_args import constraints_from_args
+    from matinvent.crystal.constraints import merged_constraints
     from matinvent.io.sample_folder import refuse_old_samples, write_samples
-    from matinvent.prior.checkpoint import load_prior, resolve_checkpoint
+    from matinvent.prior.checkpoint import load_prior, prior_constraints, resolve_checkpoint
     from matinvent.prior.sampler import sample_crystals
 
     if not args.overwrite:
@@ -55,7 +56,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     ckpt = resolve_checkpoint(args.checkpoint)
     model = load_prior(ckpt, device=args.device)
-    cons = constraints_from_args(args)
+    own = prior_constraints(ckpt)
+    if own.active:
+        given = {k: v for k, v in own.to_dict().items() if v not in (None, [])}
+        print(f"{ckpt} was fine-tuned under the constraints {given}: sampling under them too")
+    cons = merged_constraints(own, constraints_from_args(args))
     model.set_constraints(cons, source=f"checkpoint {ckpt}")  # errors before the (long) sampling
     crystals = sample_crystals(model, args.n, seed=args.seed, steps=args.steps, batch_size=args.batch_size)
     steps = args.steps or model.config.sample_steps or model.config.timesteps

@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from matinvent.config_io import ConfigError, from_dict
+from matinvent.crystal.constraints import ChemConstraints
 from matinvent.prior.denoiser import DenoiserConfig
 from matinvent.prior.diffusion_config import DiffusionConfig
 from matinvent.prior.model import CrystalDiffusion
@@ -138,3 +139,26 @@ def checkpoint_info(directory: str | Path | None = None) -> dict[str, Any]:
     directory = resolve_checkpoint(directory)
     info = _read_config(directory / CONFIG).get("info", {})
     return info if isinstance(info, dict) else {}
+
+
+TRAINED_UNDER = "trained_under_constraints"
+
+
+def prior_constraints(directory: str | Path | None = None) -> ChemConstraints:
+    """The chemical-space constraints a prior was fine-tuned under (``info.trained_under_constraints`` of its
+    ``config.json``, written by ``optimize`` and ``save-prior``); free (inactive) when it has none.
+
+    ``sample`` and ``optimize`` combine them with the user's own: the agent learnt its distribution only
+    inside them. Raises :class:`ConfigError` naming the file when the entry is not a valid constraint mapping.
+    """
+    directory = resolve_checkpoint(directory)
+    cfg_path = directory / CONFIG
+    if not cfg_path.is_file():
+        return ChemConstraints()  # not a checkpoint: load_prior says so, with the bundled names
+    raw = checkpoint_info(directory).get(TRAINED_UNDER)
+    if raw is None:
+        return ChemConstraints()
+    try:
+        return ChemConstraints.from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg_path}: info.{TRAINED_UNDER}: {exc}") from exc

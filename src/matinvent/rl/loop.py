@@ -44,7 +44,7 @@ from matinvent.crystal.constraints import merged_constraints
 from matinvent.crystal.record import Crystal
 from matinvent.crystal.validity import gate_flags
 from matinvent.diffusion import respaced_timesteps
-from matinvent.prior.checkpoint import load_prior, resolve_checkpoint, save_prior
+from matinvent.prior.checkpoint import load_prior, prior_constraints, resolve_checkpoint, save_prior
 from matinvent.rl.config import RLConfig, resolve, validate
 from matinvent.rl.methods import METHOD_CLASSES
 from matinvent.rl.run_folder import (
@@ -123,13 +123,14 @@ def optimize(
         except ConfigError:
             pass  # a damaged run.json: _start says so below
     cfg = resolve(cfg, task)  # relax and stability: auto settled, recorded in run.json
-    cfg.constraints = merged_constraints(task.constraints, cfg.constraints).to_dict()  # both hold; run.json keeps them
+    prior_path = resolve_checkpoint(cfg.prior)
+    # the task's, the prior's own (a fine-tuned prior was trained under them) and the config's: all hold; in run.json
+    cfg.constraints = merged_constraints(task.constraints, prior_constraints(prior_path), cfg.constraints).to_dict()
     _check_int("budget", budget, 1, MAX_BUDGET)
     _check_int("seed", seed, 0, MAX_SEED)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"config key 'device' is '{cfg.device}' but CUDA is not available")
     torch.set_num_threads(cfg.threads or default_threads())  # 0: half the CPUs (two jobs share a machine well)
-    prior_path = resolve_checkpoint(cfg.prior)
     prior = load_prior(prior_path, device=cfg.device)
     n_steps = len(respaced_timesteps(prior.config.timesteps, cfg.sample_steps or prior.config.sample_steps))
     if cfg.skip_last >= n_steps:

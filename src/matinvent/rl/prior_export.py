@@ -3,7 +3,8 @@
 The stability alignment (``optimize --task stability``) is the use this is made for: the aligned
 agent becomes a prior every later run starts from (``--prior FOLDER`` or ``prior:`` in a config).
 The folder is what :func:`matinvent.prior.checkpoint.save_prior` writes, with the sampler's default
-number of steps set to the run's ``sample_steps`` (the MDP the agent was fine-tuned on).
+number of steps set to the run's ``sample_steps`` (the MDP the agent was fine-tuned on) and the run's
+chemical-space constraints, which ``sample`` and ``optimize`` then apply to it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import Any
 import yaml
 
 from matinvent.config_io import ConfigError
-from matinvent.prior.checkpoint import bundled_priors, default_checkpoint_path, load_prior, save_prior
+from matinvent.prior.checkpoint import (
+    TRAINED_UNDER,
+    bundled_priors,
+    default_checkpoint_path,
+    load_prior,
+    prior_constraints,
+    save_prior,
+)
 from matinvent.rl.config import RLConfig
 from matinvent.rl.run_folder import RUN_FILE, read_run_info
 
@@ -107,6 +115,9 @@ def export_prior(run: str | Path, out: str | Path, name: str | None = None) -> P
         "evaluations": summary.get("evaluations"),
         "run_id": info.get("run_id"),
     }
+    trained_under = prior_constraints(run / "agent")
+    if trained_under.active:  # sample and optimize keep the new prior inside them
+        meta[TRAINED_UNDER] = trained_under.to_dict()
     save_prior(model, out, meta)
     (out / TRAINING).write_text(training_text(run, name, info, summary))
     return out
