@@ -13,7 +13,7 @@ from matinvent.prior.denoiser import DenoiserConfig
 from matinvent.prior.diffusion_config import DiffusionConfig
 from matinvent.prior.pretrain_config import PretrainConfig, load_pretrain_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path, text: str) -> Path:

@@ -146,10 +146,14 @@ def test_the_command_oracle_runs_on_the_cluster_in_parallel(scheduler, tmp_path)
     assert not np.isnan(b.values["n"]).any()
 
 
-def ppid_task(tmp_path: Path) -> tuple[Path, Path]:
-    """A task file whose command oracle logs its parent's pid (the process that ran it) and prints 2.5."""
+def ppid_task(tmp_path: Path, barrier: int = 0) -> tuple[Path, Path]:
+    """A task file whose command oracle logs its parent's pid (the process that ran it) and prints 2.5.
+
+    ``barrier``: each call then waits (≤ 10 s) until that many calls have started, so calls that can run at
+    the same time do, however the machine's load times the workers' start."""
     pids, task = tmp_path / "pids", tmp_path / "task.yaml"
-    script = f"echo $PPID >> {pids}; echo 2.5"
+    wait = f"n=0; while [ $(wc -l < {pids}) -lt {barrier} ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; "
+    script = f"echo $PPID >> {pids}; {wait if barrier else ''}echo 2.5"
     task.write_text(
         "name: where\nproperties:\n  x: {target: above, threshold: 1}\n"
         f"oracles:\n  x: {{command: ['sh', '-c', '{script}', '{{input}}']}}\n"
@@ -206,7 +210,7 @@ def test_score_and_optimize_cli_with_executor_dask(scheduler, tmp_path):
 def test_local_workers_without_a_timeout_run_the_calls_in_parallel(tmp_path):
     from matinvent.cli import main
 
-    task, pids = ppid_task(tmp_path)
+    task, pids = ppid_task(tmp_path, barrier=2)  # the first call holds its worker until a second one starts
     folder = tmp_path / "cifs"
     folder.mkdir()
     for i, s in enumerate(rock_salts(4)):
@@ -260,7 +264,7 @@ def cached_keys(path: Path) -> set[str]:
 
 def test_kill_9_mid_batch_then_rerun_calls_only_the_unfinished(scheduler, tmp_path):
     n, cache, calls = 10, tmp_path / "cache.sqlite", tmp_path / "calls"
-    script = Path(__file__).with_name("slow_oracles.py")
+    script = Path(__file__).resolve().parents[1] / "slow_oracles.py"
     proc = subprocess.Popen(
         [sys.executable, str(script), str(cache), str(calls), "0.4", str(n), scheduler],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,

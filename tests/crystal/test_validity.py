@@ -24,7 +24,7 @@ from matinvent.crystal.validity import (
 )
 from matinvent.io.cdvae_csv import read_cdvae_csv
 
-MP20_VAL = Path(__file__).parents[1] / ".." / "shared" / "data" / "mp_20" / "val.csv.gz"
+MP20_VAL = Path(__file__).parents[2] / ".." / "shared" / "data" / "mp_20" / "val.csv.gz"
 ROCKSALT_F = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.5] * 3]
 
 

@@ -76,7 +76,7 @@ def test_the_cli_flag_and_the_shipped_file_give_the_same_config(monkeypatch):
     args = build_parser().parse_args(["optimize", "--task", "density", "--budget", "1", "--out", "x", "--rl-preset",
                                       "paper", "--preset", "no-radioactive"])  # fmt: skip
     assert args.rl_preset == "paper" and args.preset == "no-radioactive"  # the constraint preset is another flag
-    shipped = load_rl_config(Path(__file__).resolve().parents[1] / "configs" / "paper.yaml")
+    shipped = load_rl_config(Path(__file__).resolve().parents[2] / "configs" / "paper.yaml")
     assert dataclasses.asdict(shipped) == dataclasses.asdict(load_rl_config(None, preset=args.rl_preset))
 
 

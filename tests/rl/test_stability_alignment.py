@@ -22,7 +22,7 @@ from matinvent.scoring.tasks import load_task
 pytest.importorskip("sevenn")
 pytest.importorskip("torch_sim")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ALIGN = ROOT / "configs" / "align.yaml"
 
 
@@ -81,7 +81,7 @@ def rows(out) -> pd.DataFrame:
 def test_an_alignment_run_resumes_exactly_after_kill_9(tiny_prior, full_alignment, tmp_path):
     full_out, full_summary = full_alignment
     out = tmp_path / "run"
-    script = Path(__file__).with_name("align_toy.py")
+    script = Path(__file__).resolve().parents[1] / "align_toy.py"
     proc = subprocess.run(
         [sys.executable, str(script), str(tiny_prior), str(out), "12", "0", str(ALIGN)], capture_output=True
     )

@@ -11,7 +11,7 @@ from pymatgen.core import Lattice, Structure
 
 from matinvent.oracles import mlip
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_elemental_refs.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_elemental_refs.py"
 
 
 def load_script():

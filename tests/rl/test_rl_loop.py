@@ -92,7 +92,7 @@ def test_run_killed_with_sigkill_resumes_to_the_same_rows(tiny_prior, tmp_path, 
 
     full_out, full_summary, full_oracle = full_run
     out = tmp_path / "run"
-    script = Path(__file__).with_name("rl_toy.py")
+    script = Path(__file__).resolve().parents[1] / "rl_toy.py"
     proc = subprocess.run([sys.executable, str(script), str(tiny_prior), str(out), "18", "2"], capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]  # killed by SIGKILL after iteration 2 was scored
     assert read_memory(out)["iteration"].max() == 2 and not (out / "summary.json").exists()
