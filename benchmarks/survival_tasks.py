@@ -157,6 +157,13 @@ def markdown(result: dict, budget: int) -> str:
         if r["task"] in PAPER_BURDEN and r["method"] == "matinvent":
             cells[-2] = f"paper Burden {PAPER_BURDEN[r['task']]}"
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += [
+        "",
+        "s / iteration: wall time per RL iteration, two runs side by side on the 2 cores, 1 torch thread each. "
+        "A `prior` run of a seed draws the same crystals for every task, so all but the first task's prior runs "
+        "reuse its relaxations from the copied oracle cache: their s / iteration leaves the relaxation out "
+        "(the first one, density's, includes it).",
+    ]
     return "\n".join(lines) + "\n"
 
 
