@@ -255,3 +255,31 @@ def test_diversity_at_600_and_3000_reads_the_first_b_evaluations_in_order(tmp_pa
     # 2400 evaluations: 600 distinct X + 5 Y formulas; hits: 100 X + Y0 (i % 8 == 0 → i % 5 takes all values: 5 Y)
     assert at[2400]["diversity_ratio"] == pytest.approx(605 / 2400)
     assert at[2400]["hits"] == 105
+
+
+def test_survival_table_pools_seeds_and_counts_why_hits_fail(tmp_path: Path) -> None:
+    import survival_tasks
+
+    def run(method: str, seed: int, ev: int, hits: int, its: int, wall: float, rc: dict) -> None:
+        out = survival_tasks.run_dir(tmp_path, "density", method, seed)
+        out.mkdir()
+        summary = {"finished": True, "evaluations": ev, "hits": hits, "iterations": its, "wall_s": wall, "recheck": rc}
+        (out / "summary.json").write_text(json.dumps(summary))
+
+    # prior: 4 checked, 2 survive; matinvent seed 0: 10 checked, 7 survive (2 left the window, 1 above the hull),
+    # seed 1: 5 checked, 5 survive; the relaxed loop's MLIP-property fraction wins over the oracle one when given
+    def rc(n: int, survive: int, still: float, stable: float, **more: float) -> dict:
+        return {"n_checked": n, "n_survive": survive, "frac_still_hit": still, "frac_e_hull_le_0.1": stable, **more}
+
+    run("prior", 0, 300, 4, 10, 100.0, rc(4, 2, 0.5, 1.0))
+    run("matinvent", 0, 300, 10, 20, 600.0, rc(10, 7, 0.1, 0.9, frac_still_hit_mlip=0.8))
+    run("matinvent", 1, 300, 5, 10, 300.0, rc(5, 5, 1.0, 1.0))
+    rows = {r["method"]: r for r in survival_tasks.summarise(tmp_path, ["density"], [0, 1])["rows"]}
+    mine, prior = rows["matinvent"], rows["prior"]
+    assert (mine["checked"], mine["survive"], mine["left_window"], mine["above_hull"]) == (15, 12, 2, 1)
+    assert mine["evals_per_surviving_hit"] == pytest.approx(600 / 12) and prior["evals_per_surviving_hit"] == 150.0
+    assert mine["ratio_to_prior"] == pytest.approx(50 / 150)
+    assert mine["s_per_iteration"] == pytest.approx(900 / 30)  # pooled, not the first seed's 30 s either way
+    assert (prior["left_window"], prior["above_hull"], prior["s_per_iteration"]) == (2, 0, 10.0)
+    table = survival_tasks.markdown(survival_tasks.summarise(tmp_path, ["density"], [0, 1]), 300)
+    assert "| density | matinvent | 2 | 600 | 15 | 15 | 12 | 0.80 | 2 | 1 | 40.0 | 50.0 | 0.33 | 30.0 |" in table
