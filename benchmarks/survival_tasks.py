@@ -160,7 +160,7 @@ def markdown(result: dict, budget: int) -> str:
             r["task"], r["method"], len(r["seeds"]), r["evaluations"], r["hits"], r["checked"], r["survive"],
             f(r["survival"], ".2f"), r.get("left_window", "–"), r.get("above_hull", "–"), f(r["evals_per_hit"], ".1f"),
             f(r["evals_per_surviving_hit"], ".1f"),
-            f(r["ratio_to_prior"], ".2f"), f(r["s_per_iteration"], ".1f"),
+            f(r["ratio_to_prior"], ".3f"), f(r["s_per_iteration"], ".1f"),
         ]  # fmt: skip
         if r["task"] in PAPER_BURDEN and r["method"] == "matinvent":
             cells[-2] = f"paper Burden {PAPER_BURDEN[r['task']]}"

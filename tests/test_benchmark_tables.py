@@ -282,4 +282,4 @@ def test_survival_table_pools_seeds_and_counts_why_hits_fail(tmp_path: Path) -> 
     assert mine["s_per_iteration"] == pytest.approx(900 / 30)  # pooled, not the first seed's 30 s either way
     assert (prior["left_window"], prior["above_hull"], prior["s_per_iteration"]) == (2, 0, 10.0)
     table = survival_tasks.markdown(survival_tasks.summarise(tmp_path, ["density"], [0, 1]), 300)
-    assert "| density | matinvent | 2 | 600 | 15 | 15 | 12 | 0.80 | 2 | 1 | 40.0 | 50.0 | 0.33 | 30.0 |" in table
+    assert "| density | matinvent | 2 | 600 | 15 | 15 | 12 | 0.80 | 2 | 1 | 40.0 | 50.0 | 0.333 | 30.0 |" in table
