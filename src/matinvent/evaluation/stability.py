@@ -56,6 +56,7 @@ from matinvent.evaluation.matching import novel_mask, unique_indices
 from matinvent.oracles.base import as_structures
 from matinvent.oracles.hull import ReferenceHull, load_hull
 from matinvent.oracles.mlip import MLIPRelaxer, relaxed_hull_energy, right_handed
+from matinvent.oracles.mlip.batched import TIME_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ def stability_metrics(
         "n_relaxed": n_relaxed,
         "n_failed": k - n_relaxed,
         "n_unconverged": sum(r.get("relax_converged") is False for r in rows),  # step or time bound reached
-        "n_time_limit": sum("time limit" in (r.get("stability_reason") or "") for r in rows),
+        "n_time_limit": sum(TIME_LIMIT in (r.get("stability_reason") or "") for r in rows),
         "n_e_above_hull": int(len(e_hull)),
         "frac_stable_0.1": _fraction([r["stable"] for r in rows], k),
         "frac_stable_0.0": _fraction([r["on_hull"] for r in rows], k),
